@@ -1,0 +1,56 @@
+// Host launchers of every kernel family: plain C++ declarations shared by the kernel files
+// (csrc/<op>.cu, which define them) and bindings.cpp (which validates arguments, then calls them).
+//
+// Conventions, for every family (new families follow them):
+//   * raw pointers to float32 device memory (host memory in the emulation module), sizes int64_t;
+//   * `int variant`: 0 = the family's default (its fastest verified variant), else 1..count;
+//     an unknown variant throws std::invalid_argument (Python ValueError);
+//   * `std::uintptr_t stream`: the CUDA stream handle as Python passes it (CuPy's stream.ptr);
+//   * launchers allocate nothing (scratch space comes in as an argument, sized by a
+//     *_workspace_size function), run on the given stream, launch only through PYGAN_LAUNCH, and
+//     throw std::runtime_error on a CUDA error (CUDA_CHECK);
+//   * `<family>_variants()` names the variants, in order (variant k is element k-1).
+// No CUDA header here: bindings.cpp compiles without one.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace pygan {
+
+// ---- csrc/activation.cu ----------------------------------------------------------------------
+enum Activation : int { kLeakyRelu = 0, kTanh = 1, kSigmoid = 2 };
+std::vector<std::string> activation_variants();
+// y = act(x), n elements; slope is used by leaky_relu only.
+void activation_forward(int act, const float* x, float* y, std::int64_t n, float slope, int variant,
+                        std::uintptr_t stream);
+// dx = dy * act'(.): `in` is x for leaky_relu, the forward's output y for tanh and sigmoid.
+void activation_backward(int act, const float* in, const float* dy, float* dx, std::int64_t n, float slope,
+                         int variant, std::uintptr_t stream);
+
+// ---- csrc/loss.cu ----------------------------------------------------------------------------
+std::vector<std::string> loss_variants();
+// floats of scratch space bce_forward needs for n elements (0 when it needs none).
+std::int64_t bce_workspace_size(std::int64_t n, int variant);
+// loss[0] = mean(max(x,0) - x*t + log1p(exp(-|x|))); deterministic.
+void bce_forward(const float* logits, const float* target, float* workspace, float* loss, std::int64_t n,
+                 int variant, std::uintptr_t stream);
+// dlogits = (sigmoid(x) - t) * dloss[0] / n; dloss is one float in device memory.
+void bce_backward(const float* logits, const float* target, const float* dloss, float* dlogits,
+                  std::int64_t n, int variant, std::uintptr_t stream);
+
+// ---- csrc/adam.cu ----------------------------------------------------------------------------
+struct AdamTensor {
+  float* param;
+  const float* grad;
+  float* exp_avg;
+  float* exp_avg_sq;
+  std::int64_t n;
+};
+std::vector<std::string> adam_variants();
+// One torch.optim.Adam step over every tensor (a few launches for many tensors, not one each).
+void adam_step(const std::vector<AdamTensor>& tensors, std::int64_t step, double lr, double beta1,
+               double beta2, double eps, double weight_decay, int variant, std::uintptr_t stream);
+
+}  // namespace pygan

@@ -1,0 +1,533 @@
+"""Reverse-mode automatic differentiation, in one file.
+
+A Tensor wraps an array (numpy on the CPU, CuPy on the GPU). Every differentiable operation is a
+Function: its forward takes and returns raw arrays and saves what its backward needs; calling it on
+Tensors records the Function as the `grad_fn` of its outputs. `Tensor.backward()` sorts the
+recorded graph topologically and runs each Function's backward once, accumulating gradients with
+`+` (a tensor used twice, like D applied to real and fake images, gets the sum). Backward works on
+raw arrays, so gradients are first-order only.
+"""
+
+import contextlib
+
+import numpy as np
+
+_grad_enabled = True
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Inside this block operations build no graph (sampling, evaluation, optimiser updates)."""
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, False
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+def is_grad_enabled():
+    return _grad_enabled
+
+
+def is_cupy_array(a):
+    return type(a).__module__.split(".")[0] == "cupy"
+
+
+def array_module(a):
+    """numpy or cupy, whichever owns the array `a`."""
+    if is_cupy_array(a):
+        import cupy
+
+        return cupy
+    return np
+
+
+def device_of(a):
+    return "cuda" if is_cupy_array(a) else "cpu"
+
+
+def normalise_device(device):
+    """'cpu' or 'cuda' from 'cpu', 'cuda', 'cuda:0' or 'auto' (the GPU when one is usable)."""
+    name = str(device).lower()
+    if name == "auto":
+        from .backend import cuda_available
+
+        return "cuda" if cuda_available() else "cpu"
+    if name == "cpu":
+        return "cpu"
+    if name in ("cuda", "gpu") or name.startswith("cuda:"):
+        if name not in ("cuda", "gpu", "cuda:0"):
+            raise ValueError(f"device: pygan uses one GPU, 'cuda' or 'cuda:0'; got {device!r}")
+        return "cuda"
+    raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}")
+
+
+def to_device(a, device):
+    """The array `a` on `device`; `a` itself when it is already there."""
+    device = normalise_device(device)
+    if device == device_of(a):
+        return a
+    if device == "cpu":
+        return a.get()
+    from .backend import require_cupy
+
+    return require_cupy().asarray(a)
+
+
+def _sum_to(g, shape):
+    """Sum a broadcast gradient back down to `shape` (the adjoint of broadcasting)."""
+    if g.shape == tuple(shape):
+        return g
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(i + lead for i, n in enumerate(shape) if n == 1 and g.shape[i + lead] != 1)
+    g = g.sum(axis=axes, keepdims=True)
+    return g.reshape(shape)
+
+
+class Tensor:
+    """An array with an optional gradient and the Function that produced it."""
+
+    __array_priority__ = 1000  # numpy scalars on the left defer to Tensor's operators
+
+    def __init__(self, data, requires_grad=False):
+        if isinstance(data, Tensor):
+            data = data.data
+        if isinstance(data, np.generic):  # numpy turns 0-d results into scalars
+            data = np.asarray(data)
+        if not (isinstance(data, np.ndarray) or is_cupy_array(data)):
+            raise TypeError(f"Tensor data must be a numpy or CuPy array, got {type(data).__name__}; use pygan.tensor()")
+        if requires_grad and data.dtype.kind != "f":
+            raise TypeError(f"only floating-point tensors can require gradients, got dtype {data.dtype}")
+        self.data = data
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self.grad_fn = None
+
+    # -- array facts -------------------------------------------------------------------------
+    shape = property(lambda self: tuple(self.data.shape))
+    dtype = property(lambda self: self.data.dtype)
+    ndim = property(lambda self: self.data.ndim)
+    device = property(lambda self: device_of(self.data))
+    is_leaf = property(lambda self: self.grad_fn is None)
+
+    def size(self, dim=None):
+        return self.shape if dim is None else self.shape[dim]
+
+    def numel(self):
+        return int(self.data.size)
+
+    def __len__(self):
+        return self.shape[0]
+
+    def numpy(self):
+        """The data as a numpy array (a copy from the GPU, the array itself on the CPU)."""
+        return self.data.get() if is_cupy_array(self.data) else self.data
+
+    def item(self):
+        if self.data.size != 1:
+            raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
+        return self.numpy().reshape(()).item()
+
+    def tolist(self):
+        return self.numpy().tolist()
+
+    def detach(self):
+        """The same data, cut from the graph."""
+        return Tensor(self.data)
+
+    def requires_grad_(self, requires_grad=True):
+        if requires_grad and self.dtype.kind != "f":
+            raise TypeError(f"only floating-point tensors can require gradients, got dtype {self.dtype}")
+        self.requires_grad = requires_grad
+        return self
+
+    def to(self, device):
+        """A copy on `device` ("cpu" or "cuda"); the tensor itself when it is already there."""
+        data = to_device(self.data, device)
+        if data is self.data:
+            return self
+        out = Tensor(data, requires_grad=self.requires_grad)
+        return out
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self):
+        return self.to("cuda")
+
+    def float(self):
+        return Tensor(self.data.astype(np.float32), self.requires_grad) if self.dtype != np.float32 else self
+
+    def double(self):
+        return Tensor(self.data.astype(np.float64), self.requires_grad) if self.dtype != np.float64 else self
+
+    def __repr__(self):
+        extra = ", requires_grad=True" if self.requires_grad else ""
+        dev = ", device='cuda'" if self.device == "cuda" else ""
+        body = np.array2string(self.numpy(), separator=", ", threshold=20, edgeitems=2, precision=4)
+        return f"tensor({body}{dev}{extra})"
+
+    # -- autograd ----------------------------------------------------------------------------
+    def backward(self, gradient=None, retain_graph=False):
+        """Accumulate d(self)/d(leaf) into every leaf's .grad that requires a gradient."""
+        if not self.requires_grad:
+            raise RuntimeError("backward() on a tensor that does not require grad (did you build it under no_grad()?)")
+        xp = array_module(self.data)
+        if gradient is None:
+            if self.data.size != 1:
+                raise ValueError(f"backward() without a gradient needs a scalar output, got shape {self.shape}")
+            gradient = xp.ones_like(self.data)
+        else:
+            gradient = gradient.data if isinstance(gradient, Tensor) else gradient
+            if device_of(gradient) != self.device:
+                raise ValueError(f"backward(): gradient is on {device_of(gradient)} but the tensor is on {self.device}")
+            if tuple(gradient.shape) != self.shape:
+                raise ValueError(f"backward(): gradient has shape {tuple(gradient.shape)}, expected {self.shape}")
+        if self.grad_fn is None:
+            _accumulate_leaf(self, gradient)
+            return
+
+        grads = {id(self): gradient}
+        for fn in _topological_order(self.grad_fn):
+            outs = [ref for ref in fn.outputs]
+            gys = [grads.pop(id(o), None) for o in outs]
+            if all(g is None for g in gys):
+                continue
+            gys = [xp.zeros_like(o.data) if g is None else g for g, o in zip(gys, outs)]
+            gxs = fn.backward(*gys)
+            if not isinstance(gxs, tuple):
+                gxs = (gxs,)
+            if len(gxs) != len(fn.inputs):
+                raise RuntimeError(f"{type(fn).__name__}.backward returned {len(gxs)} gradients for {len(fn.inputs)} inputs")
+            for x, gx in zip(fn.inputs, gxs):
+                if gx is None or not isinstance(x, Tensor) or not x.requires_grad:
+                    continue
+                if x.grad_fn is None:
+                    _accumulate_leaf(x, gx)
+                else:
+                    key = id(x)
+                    grads[key] = gx if key not in grads else grads[key] + gx
+            if not retain_graph:
+                fn.release()
+
+
+def _accumulate_leaf(x, g):
+    if tuple(g.shape) != x.shape:
+        g = _sum_to(g, x.shape)
+    if g.dtype != x.dtype:
+        g = g.astype(x.dtype)
+    x.grad = Tensor(g.copy() if x.grad is None else x.grad.data + g)
+
+
+def _topological_order(root_fn):
+    """Functions ordered so that each one comes before the functions that made its inputs."""
+    order, visited, stack = [], set(), [(root_fn, False)]
+    while stack:
+        fn, expanded = stack.pop()
+        if expanded:
+            order.append(fn)
+            continue
+        if id(fn) in visited:
+            continue
+        visited.add(id(fn))
+        stack.append((fn, True))
+        if fn.inputs is None:
+            raise RuntimeError("backward through a graph a second time; use backward(retain_graph=True) the first time")
+        for x in fn.inputs:
+            if isinstance(x, Tensor) and x.grad_fn is not None and id(x.grad_fn) not in visited:
+                stack.append((x.grad_fn, False))
+    order.reverse()
+    return order
+
+
+class Function:
+    """One differentiable operation. Subclasses define forward(*arrays) and backward(*grads)."""
+
+    inputs = ()
+    outputs = ()
+
+    def __call__(self, *inputs):
+        devices = {x.device for x in inputs if isinstance(x, Tensor)}
+        if len(devices) > 1:
+            shapes = ", ".join(f"{x.device} {x.shape}" for x in inputs if isinstance(x, Tensor))
+            raise ValueError(f"{type(self).__name__}: tensors are on different devices ({shapes}); move them with .to()")
+        arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
+        ys = self.forward(*arrays)
+        single = not isinstance(ys, tuple)
+        outputs = [Tensor(y) for y in ((ys,) if single else ys)]
+        if _grad_enabled and any(isinstance(x, Tensor) and x.requires_grad for x in inputs):
+            for y in outputs:
+                y.requires_grad = True
+                y.grad_fn = self
+            self.inputs = inputs
+            self.outputs = outputs
+        return outputs[0] if single else tuple(outputs)
+
+    def release(self):
+        """Drop references kept for backward so their memory can go."""
+        self.inputs = None
+        self.outputs = ()
+        for name in list(vars(self)):
+            if name.startswith("saved"):
+                setattr(self, name, None)
+
+    def forward(self, *xs):
+        raise NotImplementedError
+
+    def backward(self, *gys):
+        raise NotImplementedError
+
+
+# -- elementwise arithmetic with broadcasting -------------------------------------------------
+
+
+def _as_operand(other, like):
+    """Tensors pass through; Python/numpy scalars become constants of `like`'s dtype and device."""
+    if isinstance(other, Tensor):
+        return other
+    if isinstance(other, (int, float, np.integer, np.floating)):
+        xp = array_module(like.data)
+        return Tensor(xp.asarray(other, dtype=like.dtype))
+    if isinstance(other, np.ndarray) or is_cupy_array(other):
+        return Tensor(other)
+    raise TypeError(f"unsupported operand type {type(other).__name__} for a Tensor operation")
+
+
+class Add(Function):
+    def forward(self, a, b):
+        self.shapes = a.shape, b.shape
+        return a + b
+
+    def backward(self, g):
+        return _sum_to(g, self.shapes[0]), _sum_to(g, self.shapes[1])
+
+
+class Sub(Function):
+    def forward(self, a, b):
+        self.shapes = a.shape, b.shape
+        return a - b
+
+    def backward(self, g):
+        return _sum_to(g, self.shapes[0]), _sum_to(-g, self.shapes[1])
+
+
+class Mul(Function):
+    def forward(self, a, b):
+        self.saved = a, b
+        return a * b
+
+    def backward(self, g):
+        a, b = self.saved
+        return _sum_to(g * b, a.shape), _sum_to(g * a, b.shape)
+
+
+class Div(Function):
+    def forward(self, a, b):
+        self.saved = a, b
+        return a / b
+
+    def backward(self, g):
+        a, b = self.saved
+        ga = g / b
+        return _sum_to(ga, a.shape), _sum_to(-ga * a / b, b.shape)
+
+
+class Neg(Function):
+    def forward(self, a):
+        return -a
+
+    def backward(self, g):
+        return -g
+
+
+class Pow(Function):
+    def __init__(self, exponent):
+        self.exponent = exponent
+
+    def forward(self, a):
+        self.saved = a
+        return a**self.exponent
+
+    def backward(self, g):
+        a = self.saved
+        return g * self.exponent * a ** (self.exponent - 1)
+
+
+class Exp(Function):
+    def forward(self, a):
+        self.saved = array_module(a).exp(a)
+        return self.saved
+
+    def backward(self, g):
+        return g * self.saved
+
+
+class Log(Function):
+    def forward(self, a):
+        self.saved = a
+        return array_module(a).log(a)
+
+    def backward(self, g):
+        return g / self.saved
+
+
+class Abs(Function):
+    def forward(self, a):
+        self.saved = a
+        return abs(a)
+
+    def backward(self, g):
+        return g * array_module(self.saved).sign(self.saved)
+
+
+class MatMul(Function):
+    def forward(self, a, b):
+        if a.ndim != 2 or b.ndim != 2:
+            raise ValueError(f"matmul supports 2-D tensors, got shapes {a.shape} and {b.shape}")
+        if a.shape[1] != b.shape[0]:
+            raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not align")
+        self.saved = a, b
+        return a @ b
+
+    def backward(self, g):
+        a, b = self.saved
+        return g @ b.T, a.T @ g
+
+
+def _normalise_axis(axis, ndim):
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    for ax in axes:
+        if not -ndim <= ax < max(ndim, 1):
+            raise ValueError(f"dim {ax} is out of range for a tensor with {ndim} dimensions")
+    return tuple(ax % max(ndim, 1) for ax in axes)
+
+
+class Sum(Function):
+    def __init__(self, axis, keepdims):
+        self.axis, self.keepdims = axis, keepdims
+
+    def forward(self, a):
+        self.shape = a.shape
+        self.axes = _normalise_axis(self.axis, a.ndim)
+        return a.sum(axis=self.axes, keepdims=self.keepdims)
+
+    def backward(self, g):
+        if not self.keepdims:
+            g = g.reshape([1 if i in self.axes else n for i, n in enumerate(self.shape)])
+        return array_module(g).broadcast_to(g, self.shape).copy()
+
+
+class Reshape(Function):
+    def __init__(self, shape):
+        self.shape = shape
+
+    def forward(self, a):
+        self.in_shape = a.shape
+        try:
+            return a.reshape(self.shape)
+        except ValueError:
+            raise ValueError(f"cannot reshape a tensor of shape {a.shape} into {tuple(self.shape)}") from None
+
+    def backward(self, g):
+        return g.reshape(self.in_shape)
+
+
+class GetItem(Function):
+    def __init__(self, index):
+        self.index = index
+
+    def forward(self, a):
+        self.in_shape, self.dtype = a.shape, a.dtype
+        out = a[self.index]
+        return out.copy() if hasattr(out, "copy") else out
+
+    def backward(self, g):
+        xp = array_module(g)
+        gx = xp.zeros(self.in_shape, dtype=g.dtype)
+        if xp is np:
+            np.add.at(gx, self.index, g)  # repeated integer indices accumulate
+        else:
+            import cupyx
+
+            cupyx.scatter_add(gx, self.index, g)
+        return gx
+
+
+class Concat(Function):
+    def __init__(self, axis):
+        self.axis = axis
+
+    def forward(self, *arrays):
+        if not arrays:
+            raise ValueError("cat: needs at least one tensor")
+        self.sizes = [a.shape[self.axis] for a in arrays]
+        return array_module(arrays[0]).concatenate(arrays, axis=self.axis)
+
+    def backward(self, g):
+        xp = array_module(g)
+        bounds = np.cumsum(self.sizes)[:-1].tolist()
+        return tuple(part.copy() for part in xp.split(g, bounds, axis=self.axis))
+
+
+def _binary(fn_cls, a, b):
+    return fn_cls()(a, _as_operand(b, a))
+
+
+def _rbinary(fn_cls, a, b):
+    return fn_cls()(_as_operand(b, a), a)
+
+
+Tensor.__add__ = lambda self, other: _binary(Add, self, other)
+Tensor.__radd__ = lambda self, other: _rbinary(Add, self, other)
+Tensor.__sub__ = lambda self, other: _binary(Sub, self, other)
+Tensor.__rsub__ = lambda self, other: _rbinary(Sub, self, other)
+Tensor.__mul__ = lambda self, other: _binary(Mul, self, other)
+Tensor.__rmul__ = lambda self, other: _rbinary(Mul, self, other)
+Tensor.__truediv__ = lambda self, other: _binary(Div, self, other)
+Tensor.__rtruediv__ = lambda self, other: _rbinary(Div, self, other)
+Tensor.__matmul__ = lambda self, other: MatMul()(self, _as_operand(other, self))
+Tensor.__neg__ = lambda self: Neg()(self)
+Tensor.__abs__ = lambda self: Abs()(self)
+Tensor.__getitem__ = lambda self, index: GetItem(index.data if isinstance(index, Tensor) else index)(self)
+Tensor.exp = lambda self: Exp()(self)
+Tensor.log = lambda self: Log()(self)
+Tensor.abs = Tensor.__abs__
+Tensor.matmul = Tensor.__matmul__
+
+
+def _pow(self, exponent):
+    if not isinstance(exponent, (int, float)):
+        raise TypeError(f"exponent must be a Python number, got {type(exponent).__name__}")
+    return Pow(exponent)(self)
+
+
+def _sum(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+    axis = dim if axis is None else axis
+    keep = keepdim if keepdims is None else keepdims
+    return Sum(axis, bool(keep))(self)
+
+
+def _mean(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+    axis = dim if axis is None else axis
+    keep = keepdim if keepdims is None else keepdims
+    count = 1
+    for ax in _normalise_axis(axis, self.ndim):
+        count *= self.shape[ax]
+    return Sum(axis, bool(keep))(self) * (1.0 / count)
+
+
+def _reshape(self, *shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    return Reshape(shape)(self)
+
+
+Tensor.__pow__ = _pow
+Tensor.sum = _sum
+Tensor.mean = _mean
+Tensor.reshape = _reshape
+Tensor.view = _reshape
+Tensor.flatten = lambda self, start_dim=0: _reshape(self, self.shape[:start_dim] + (-1,))

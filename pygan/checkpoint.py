@@ -1,0 +1,113 @@
+"""Checkpoints: tensors in a safetensors file, everything else as JSON in its header. No pickle.
+
+A checkpoint is one file, so it is written whole or not at all: we write a temporary file in the
+same directory, flush it to disk, then rename it over the old one. Loading only parses tensors and
+JSON, so opening a checkpoint never runs code.
+"""
+
+import json
+import os
+import tempfile
+
+import numpy as np
+
+FORMAT = "pygan-checkpoint-1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, corrupt, or not a pygan checkpoint."""
+
+
+def _to_numpy(a):
+    a = getattr(a, "data", a)  # Tensor -> array
+    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
+
+
+def save(path, tensors, meta):
+    """Write {name: array} and a JSON-able `meta` dict to `path` atomically."""
+    from safetensors.numpy import save as st_save
+
+    arrays = {name: np.ascontiguousarray(_to_numpy(a)) for name, a in tensors.items()}
+    header = {"format": FORMAT, "meta": json.dumps(meta, sort_keys=True)}
+    blob = st_save(arrays, metadata=header)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load(path):
+    """(tensors as {name: numpy array}, meta dict); CheckpointError naming the file if it is bad."""
+    from safetensors.numpy import load as st_load
+
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    with open(path, "rb") as f:
+        blob = f.read()
+    try:
+        header_len = int.from_bytes(blob[:8], "little")
+        if len(blob) < 8 + header_len or header_len <= 0:
+            raise ValueError("file is shorter than its header says (truncated?)")
+        header = json.loads(blob[8 : 8 + header_len])
+        tensors = st_load(blob)
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a safetensors file: {exc}") from None
+    info = header.get("__metadata__") or {}
+    if info.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path} is not a pygan checkpoint (format {info.get('format')!r}, expected {FORMAT!r})")
+    try:
+        meta = json.loads(info["meta"])
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {path} has unreadable metadata: {exc}") from None
+    return tensors, meta
+
+
+def module_tensors(prefix, module):
+    return {f"{prefix}.{name}": t.data for name, t in module.state_dict().items()}
+
+
+def load_module(prefix, module, tensors, path):
+    state = {name[len(prefix) + 1 :]: a for name, a in tensors.items() if name.startswith(prefix + ".")}
+    try:
+        module.load_state_dict(state)
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} does not fit the model ({prefix}): {exc}") from None
+
+
+def optimizer_tensors(prefix, opt):
+    sd = opt.state_dict()
+    out = {}
+    for index, st in sd["state"].items():
+        out[f"{prefix}.{index}.exp_avg"] = st["exp_avg"].data
+        out[f"{prefix}.{index}.exp_avg_sq"] = st["exp_avg_sq"].data
+    meta = {
+        "steps": {str(i): st["step"] for i, st in sd["state"].items()},
+        "param_groups": [{k: list(v) if isinstance(v, tuple) else v for k, v in g.items()} for g in sd["param_groups"]],
+    }
+    return out, meta
+
+
+def load_optimizer(prefix, opt, tensors, meta, path):
+    state = {}
+    for index, step in meta["steps"].items():
+        try:
+            state[int(index)] = {
+                "step": step,
+                "exp_avg": tensors[f"{prefix}.{index}.exp_avg"],
+                "exp_avg_sq": tensors[f"{prefix}.{index}.exp_avg_sq"],
+            }
+        except KeyError as exc:
+            raise CheckpointError(f"checkpoint {path} lacks optimiser tensor {exc}") from None
+    try:
+        opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} does not fit the optimiser ({prefix}): {exc}") from None

@@ -1,0 +1,164 @@
+"""`pygan train|sample|bench` (also `python -m pygan ...`).
+
+train's flags and defaults follow PyTorch's dcgan example where they apply (--batchSize 64,
+--nz 100, --ngf 64, --ndf 64, --lr 0.0002, --beta1 0.5, ...).
+"""
+
+import argparse
+import sys
+
+import numpy as np
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _add_train(sub):
+    p = sub.add_parser("train", help="train a DCGAN", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist | mnist | cifar10 | folder | fake")
+    p.add_argument("--dataroot", default=None, help="path to the data set (default: the system's Fashion-MNIST)")
+    p.add_argument("--batchSize", type=_positive_int, default=64, help="input batch size")
+    p.add_argument("--imageSize", type=int, default=32, choices=(32, 64, 128), help="height/width of the images")
+    p.add_argument("--nc", type=_positive_int, default=None, help="image channels (default: the data set's)")
+    p.add_argument("--nz", type=_positive_int, default=100, help="size of the latent z vector")
+    p.add_argument("--ngf", type=_positive_int, default=64)
+    p.add_argument("--ndf", type=_positive_int, default=64)
+    p.add_argument("--niter", type=_positive_int, default=25, help="number of epochs to train for")
+    p.add_argument("--lr", type=float, default=0.0002, help="learning rate")
+    p.add_argument("--beta1", type=float, default=0.5, help="beta1 for Adam")
+    p.add_argument("--outf", default="runs/dcgan", help="folder for images, logs and checkpoints")
+    p.add_argument("--manualSeed", type=int, default=None, help="random seed (default: a random one, printed)")
+    p.add_argument("--resume", action="store_true", help="continue from OUTF/checkpoint.safetensors")
+    p.add_argument("--dry-run", action="store_true", help="check a single training step works")
+    p.add_argument("--device", default="auto", help="cpu | cuda | auto (the GPU when there is one)")
+    p.add_argument("--max-steps", type=_positive_int, default=None, help="stop after this many D steps")
+    p.add_argument("--g-loss", default="non-saturating", choices=("non-saturating", "minimax"), help="generator loss")
+    p.add_argument("--d-steps", type=_positive_int, default=1, help="discriminator steps per generator step")
+    p.add_argument("--label-smooth", type=float, default=1.0, help="target for real images (one-sided smoothing, e.g. 0.9)")
+    p.add_argument("--fake-size", type=_positive_int, default=1024, help="images in the `fake` data set")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+
+def _add_sample(sub):
+    p = sub.add_parser("sample", help="write a grid of samples from a checkpoint",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="a checkpoint.safetensors written by `pygan train`")
+    p.add_argument("--n", type=_positive_int, default=64, help="number of samples")
+    p.add_argument("--nrow", type=_positive_int, default=8, help="images per row")
+    p.add_argument("--out", default="samples.png", help="output PNG")
+    p.add_argument("--seed", type=int, default=0, help="seed for z")
+    p.add_argument("--interpolate", action="store_true",
+                   help="rows that walk (spherically) between two random z; --n rows of --steps images")
+    p.add_argument("--steps", type=_positive_int, default=8, help="images per interpolation row")
+    p.add_argument("--device", default="auto", help="cpu | cuda | auto")
+    p.set_defaults(func=cmd_sample)
+
+
+def _add_bench(sub):
+    p = sub.add_parser("bench", help="time one D+G training step", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--imageSize", type=int, default=32, choices=(32, 64, 128))
+    p.add_argument("--nc", type=_positive_int, default=1)
+    p.add_argument("--batchSize", type=_positive_int, default=64)
+    p.add_argument("--repeats", type=_positive_int, default=10)
+    p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    p.add_argument("--torch", action="store_true", help="also time PyTorch's same model (needs torch)")
+    p.set_defaults(func=cmd_bench)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="pygan", description="Train and sample GANs with no deep-learning framework.")
+    sub = parser.add_subparsers(dest="command", metavar="{train,sample,bench}")
+    sub.required = True
+    _add_train(sub)
+    _add_sample(sub)
+    _add_bench(sub)
+    return parser
+
+
+def cmd_train(args):
+    from .train import Config, Trainer, describe
+
+    config = Config(
+        dataset=args.dataset, dataroot=args.dataroot, batch_size=args.batchSize, image_size=args.imageSize,
+        nz=args.nz, ngf=args.ngf, ndf=args.ndf, niter=args.niter, lr=args.lr, beta1=args.beta1, outf=args.outf,
+        manual_seed=args.manualSeed, resume=args.resume, dry_run=args.dry_run, device=args.device,
+        max_steps=args.max_steps, g_loss=args.g_loss, d_steps=args.d_steps, label_smooth=args.label_smooth,
+        channels=args.nc, fake_size=args.fake_size, progress=not args.no_progress,
+    )
+    trainer = Trainer(config)
+    print(f"options: {describe(config)}")
+    print(f"device: {trainer.device}; data: {trainer.dataset.name}, {len(trainer.dataset)} images "
+          f"{trainer.nc}x{config.image_size}x{config.image_size}; {len(trainer.loader)} steps per epoch; writing to {config.outf}")
+    trainer.fit()
+    print(f"done: {trainer.step} steps, {trainer.epoch} epochs; checkpoint {trainer.checkpoint_path}")
+    return 0
+
+
+def cmd_sample(args):
+    from . import data
+    from .autograd import Tensor, no_grad, normalise_device, to_device
+    from .train import load_generator
+
+    device = normalise_device(args.device)
+    G, _ = load_generator(args.checkpoint, device)
+    rng = np.random.default_rng(args.seed)
+    if args.interpolate:
+        a, b = rng.standard_normal((2, args.n, G.nz))
+        t = np.linspace(0.0, 1.0, args.steps)
+        z = np.stack([_slerp(a[i], b[i], t) for i in range(args.n)]).reshape(-1, G.nz)
+        nrow = args.steps
+    else:
+        z = rng.standard_normal((args.n, G.nz))
+        nrow = args.nrow
+    with no_grad():
+        images = G(Tensor(to_device(z.astype(np.float32), device))).numpy()
+    data.save_image_grid(images, args.out, nrow=nrow)
+    print(f"wrote {len(images)} samples to {args.out}")
+    return 0
+
+
+def _slerp(a, b, t):
+    """Spherical interpolation between latent vectors (Gaussian z live near a sphere)."""
+    omega = np.arccos(np.clip(np.dot(a / np.linalg.norm(a), b / np.linalg.norm(b)), -1.0, 1.0))
+    if omega < 1e-6:
+        return np.outer(1 - t, a) + np.outer(t, b)
+    return (np.outer(np.sin((1 - t) * omega), a) + np.outer(np.sin(t * omega), b)) / np.sin(omega)
+
+
+def cmd_bench(args):
+    from .bench import format_results, time_train_step
+
+    results = time_train_step(args.imageSize, args.nc, args.batchSize, device=args.device, repeats=args.repeats,
+                              with_torch=args.torch)
+    print(format_results(results))
+    return 0
+
+
+def main(argv=None):
+    from .checkpoint import CheckpointError
+    from .train import TrainingDiverged
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("pygan: interrupted", file=sys.stderr)
+        return 130
+    except TrainingDiverged as exc:
+        print(f"pygan: training diverged: {exc}", file=sys.stderr)
+        return 3
+    except (ValueError, TypeError, FileNotFoundError, CheckpointError, RuntimeError) as exc:
+        print(f"pygan: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

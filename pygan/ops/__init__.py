@@ -1,0 +1,299 @@
+"""The op registry: validate arguments once, then dispatch on the array type.
+
+numpy arrays go to `reference` (the specification and CPU path), CuPy arrays to `cuda` (our
+kernels). Both backends define the same functions with the same signatures (a parity test checks
+it). Checks live here, so bad input gets the same clear error on every backend; the backends may
+assume valid arguments. Nothing else in pygan imports `pygan._C`.
+"""
+
+import numpy as np
+
+from . import reference
+
+OPS = (
+    "conv2d_forward",
+    "conv2d_backward",
+    "conv2d_backward_data",
+    "conv2d_backward_weight",
+    "conv_transpose2d_forward",
+    "conv_transpose2d_backward",
+    "batch_norm_forward",
+    "batch_norm_backward",
+    "leaky_relu_forward",
+    "leaky_relu_backward",
+    "tanh_forward",
+    "tanh_backward",
+    "sigmoid_forward",
+    "sigmoid_backward",
+    "binary_cross_entropy_with_logits_forward",
+    "binary_cross_entropy_with_logits_backward",
+    "adam_step",
+)
+
+
+def backend_for(array):
+    """The module implementing the ops for this kind of array."""
+    if isinstance(array, np.ndarray):
+        return reference
+    if type(array).__module__.split(".")[0] == "cupy":
+        from . import cuda
+
+        return cuda
+    raise TypeError(f"expected a numpy or CuPy array, got {type(array).__name__}")
+
+
+# -- argument checks -----------------------------------------------------------------------------
+
+
+def _shape(a):
+    return tuple(a.shape)
+
+
+def pair(value, name, op, minimum):
+    """(v, v) from an int, or a validated pair; every entry must be >= minimum."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = (int(value), int(value))
+    try:
+        value = tuple(int(v) for v in value)
+    except TypeError:
+        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}") from None
+    if len(value) != 2:
+        raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+    if min(value) < minimum:
+        raise ValueError(f"{op}: {name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _check_float(op, **arrays):
+    """Every named array is floating point, of one dtype, on one device."""
+    dtype = device = None
+    for name, a in arrays.items():
+        if a is None:
+            continue
+        if not hasattr(a, "dtype") or not hasattr(a, "shape"):
+            raise TypeError(f"{op}: {name} must be an array, got {type(a).__name__}")
+        if a.dtype.kind != "f" or a.dtype.itemsize not in (4, 8):
+            raise TypeError(f"{op}: {name} must be float32 or float64, got {a.dtype}")
+        if dtype is None:
+            dtype, device, first = a.dtype, type(a).__module__.split(".")[0], name
+        elif a.dtype != dtype:
+            raise TypeError(f"{op}: {name} is {a.dtype} but {first} is {dtype}; convert one of them")
+        elif type(a).__module__.split(".")[0] != device:
+            raise ValueError(f"{op}: {name} and {first} are on different devices")
+
+
+def _check_ndim(op, name, a, ndim, layout):
+    if a.ndim != ndim:
+        raise ValueError(f"{op}: {name} must be {ndim}-D {layout}, got shape {_shape(a)}")
+
+
+def _check_grad(op, name, g, expected):
+    if _shape(g) != tuple(expected):
+        raise ValueError(f"{op}: {name} has shape {_shape(g)}, expected {tuple(expected)}")
+
+
+def conv2d_output_size(op, x_shape, w_shape, stride, padding):
+    (h, w_), (kh, kw) = x_shape[2:], w_shape[2:]
+    ph, pw = padding
+    if kh > h + 2 * ph or kw > w_ + 2 * pw:
+        raise ValueError(
+            f"{op}: kernel {kh}x{kw} is larger than the padded input {h + 2 * ph}x{w_ + 2 * pw} "
+            f"(input shape {tuple(x_shape)}, padding {padding})"
+        )
+    return (h + 2 * ph - kh) // stride[0] + 1, (w_ + 2 * pw - kw) // stride[1] + 1
+
+
+def _check_conv2d(x, w, b, stride, padding, op="conv2d"):
+    _check_float(op, input=x, weight=w, bias=b)
+    _check_ndim(op, "input", x, 4, "(N, C, H, W)")
+    _check_ndim(op, "weight", w, 4, "(out_channels, in_channels, kH, kW)")
+    if x.shape[1] != w.shape[1]:
+        raise ValueError(
+            f"{op}: input has {x.shape[1]} channels but weight expects {w.shape[1]} "
+            f"(input shape {_shape(x)}, weight shape {_shape(w)})"
+        )
+    if b is not None and _shape(b) != (w.shape[0],):
+        raise ValueError(f"{op}: bias must have shape ({w.shape[0]},), got {_shape(b)}")
+    stride, padding = pair(stride, "stride", op, 1), pair(padding, "padding", op, 0)
+    out_hw = conv2d_output_size(op, x.shape, w.shape, stride, padding)
+    return stride, padding, (x.shape[0], w.shape[0]) + out_hw
+
+
+def conv_transpose2d_output_shape(op, x_shape, w_shape, stride, padding, output_padding):
+    size = []
+    for i in range(2):
+        if output_padding[i] >= stride[i]:
+            raise ValueError(f"{op}: output_padding {output_padding} must be smaller than stride {stride}")
+        n = (x_shape[2 + i] - 1) * stride[i] - 2 * padding[i] + w_shape[2 + i] + output_padding[i]
+        if n <= 0:
+            raise ValueError(
+                f"{op}: output size {n} is not positive (input shape {tuple(x_shape)}, "
+                f"weight shape {tuple(w_shape)}, stride {stride}, padding {padding})"
+            )
+        size.append(n)
+    return (x_shape[0], w_shape[1], size[0], size[1])
+
+
+def _check_conv_transpose2d(x, w, b, stride, padding, output_padding, op="conv_transpose2d"):
+    _check_float(op, input=x, weight=w, bias=b)
+    _check_ndim(op, "input", x, 4, "(N, C, H, W)")
+    _check_ndim(op, "weight", w, 4, "(in_channels, out_channels, kH, kW)")
+    if x.shape[1] != w.shape[0]:
+        raise ValueError(
+            f"{op}: input has {x.shape[1]} channels but weight expects {w.shape[0]} "
+            f"(input shape {_shape(x)}, weight shape {_shape(w)})"
+        )
+    if b is not None and _shape(b) != (w.shape[1],):
+        raise ValueError(f"{op}: bias must have shape ({w.shape[1]},), got {_shape(b)}")
+    stride, padding = pair(stride, "stride", op, 1), pair(padding, "padding", op, 0)
+    output_padding = pair(output_padding, "output_padding", op, 0)
+    y_shape = conv_transpose2d_output_shape(op, x.shape, w.shape, stride, padding, output_padding)
+    return stride, padding, output_padding, y_shape
+
+
+def _check_batch_norm(x, gamma, beta, running_mean, running_var, op="batch_norm"):
+    _check_float(op, input=x, weight=gamma, bias=beta, running_mean=running_mean, running_var=running_var)
+    if x.ndim < 2:
+        raise ValueError(f"{op}: input must be at least 2-D (N, C, ...), got shape {_shape(x)}")
+    c = x.shape[1]
+    for name, a in (("weight", gamma), ("bias", beta), ("running_mean", running_mean), ("running_var", running_var)):
+        if a is not None and _shape(a) != (c,):
+            raise ValueError(f"{op}: {name} must have shape ({c},) for input shape {_shape(x)}, got {_shape(a)}")
+
+
+# -- the dispatched ops --------------------------------------------------------------------------
+
+
+def conv2d_forward(x, w, b, stride, padding):
+    stride, padding, _ = _check_conv2d(x, w, b, stride, padding)
+    return backend_for(x).conv2d_forward(x, w, b, stride, padding)
+
+
+def conv2d_backward(x, w, dy, stride, padding, has_bias):
+    stride, padding, y_shape = _check_conv2d(x, w, None, stride, padding, "conv2d_backward")
+    _check_float("conv2d_backward", input=x, grad_output=dy)
+    _check_grad("conv2d_backward", "grad_output", dy, y_shape)
+    return backend_for(x).conv2d_backward(x, w, dy, stride, padding, bool(has_bias))
+
+
+def conv2d_backward_data(dy, w, x_shape, stride, padding):
+    x_shape = tuple(int(n) for n in x_shape)
+    stride, padding = pair(stride, "stride", "conv2d_backward_data", 1), pair(padding, "padding", "conv2d_backward_data", 0)
+    _check_float("conv2d_backward_data", grad_output=dy, weight=w)
+    y_hw = conv2d_output_size("conv2d_backward_data", x_shape, w.shape, stride, padding)
+    _check_grad("conv2d_backward_data", "grad_output", dy, (x_shape[0], w.shape[0]) + y_hw)
+    return backend_for(dy).conv2d_backward_data(dy, w, x_shape, stride, padding)
+
+
+def conv2d_backward_weight(x, dy, w_shape, stride, padding):
+    w_shape = tuple(int(n) for n in w_shape)
+    stride, padding = pair(stride, "stride", "conv2d_backward_weight", 1), pair(padding, "padding", "conv2d_backward_weight", 0)
+    _check_float("conv2d_backward_weight", input=x, grad_output=dy)
+    y_hw = conv2d_output_size("conv2d_backward_weight", x.shape, w_shape, stride, padding)
+    _check_grad("conv2d_backward_weight", "grad_output", dy, (x.shape[0], w_shape[0]) + y_hw)
+    return backend_for(x).conv2d_backward_weight(x, dy, w_shape, stride, padding)
+
+
+def conv_transpose2d_forward(x, w, b, stride, padding, output_padding):
+    stride, padding, output_padding, _ = _check_conv_transpose2d(x, w, b, stride, padding, output_padding)
+    return backend_for(x).conv_transpose2d_forward(x, w, b, stride, padding, output_padding)
+
+
+def conv_transpose2d_backward(x, w, dy, stride, padding, output_padding, has_bias):
+    op = "conv_transpose2d_backward"
+    stride, padding, output_padding, y_shape = _check_conv_transpose2d(x, w, None, stride, padding, output_padding, op)
+    _check_float(op, input=x, grad_output=dy)
+    _check_grad(op, "grad_output", dy, y_shape)
+    return backend_for(x).conv_transpose2d_backward(x, w, dy, stride, padding, output_padding, bool(has_bias))
+
+
+def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps):
+    _check_batch_norm(x, gamma, beta, running_mean, running_var)
+    if not training and (running_mean is None or running_var is None):
+        raise ValueError("batch_norm: evaluation mode (training=False) needs running_mean and running_var")
+    if training and x.size // x.shape[1] < 2:
+        raise ValueError(f"batch_norm: training needs more than one value per channel, got input shape {_shape(x)}")
+    if eps <= 0:
+        raise ValueError(f"batch_norm: eps must be positive, got {eps}")
+    return backend_for(x).batch_norm_forward(x, gamma, beta, running_mean, running_var, bool(training), float(momentum), float(eps))
+
+
+def batch_norm_backward(x, gamma, dy, mean, rstd, training):
+    _check_batch_norm(x, gamma, None, mean, rstd, "batch_norm_backward")
+    _check_float("batch_norm_backward", input=x, grad_output=dy)
+    _check_grad("batch_norm_backward", "grad_output", dy, x.shape)
+    return backend_for(x).batch_norm_backward(x, gamma, dy, mean, rstd, bool(training))
+
+
+def _pointwise_backward_check(op, ref, dy):
+    _check_float(op, input=ref, grad_output=dy)
+    _check_grad(op, "grad_output", dy, ref.shape)
+
+
+def leaky_relu_forward(x, negative_slope):
+    _check_float("leaky_relu", input=x)
+    return backend_for(x).leaky_relu_forward(x, float(negative_slope))
+
+
+def leaky_relu_backward(x, dy, negative_slope):
+    _pointwise_backward_check("leaky_relu_backward", x, dy)
+    return backend_for(x).leaky_relu_backward(x, dy, float(negative_slope))
+
+
+def tanh_forward(x):
+    _check_float("tanh", input=x)
+    return backend_for(x).tanh_forward(x)
+
+
+def tanh_backward(y, dy):
+    _pointwise_backward_check("tanh_backward", y, dy)
+    return backend_for(y).tanh_backward(y, dy)
+
+
+def sigmoid_forward(x):
+    _check_float("sigmoid", input=x)
+    return backend_for(x).sigmoid_forward(x)
+
+
+def sigmoid_backward(y, dy):
+    _pointwise_backward_check("sigmoid_backward", y, dy)
+    return backend_for(y).sigmoid_backward(y, dy)
+
+
+def _check_bce(op, logits, target):
+    _check_float(op, input=logits, target=target)
+    if _shape(logits) != _shape(target):
+        raise ValueError(f"{op}: target shape {_shape(target)} must equal input shape {_shape(logits)}")
+    if logits.size == 0:
+        raise ValueError(f"{op}: input is empty")
+
+
+def binary_cross_entropy_with_logits_forward(logits, target):
+    _check_bce("binary_cross_entropy_with_logits", logits, target)
+    return backend_for(logits).binary_cross_entropy_with_logits_forward(logits, target)
+
+
+def binary_cross_entropy_with_logits_backward(logits, target, dloss):
+    _check_bce("binary_cross_entropy_with_logits_backward", logits, target)
+    if getattr(dloss, "size", 1) != 1:
+        raise ValueError(f"binary_cross_entropy_with_logits_backward: grad_output must be a scalar, got shape {_shape(dloss)}")
+    return backend_for(logits).binary_cross_entropy_with_logits_backward(logits, target, dloss)
+
+
+def adam_step(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay):
+    lists = {"params": params, "grads": grads, "exp_avgs": exp_avgs, "exp_avg_sqs": exp_avg_sqs}
+    n = len(params)
+    for name, arrays in lists.items():
+        if len(arrays) != n:
+            raise ValueError(f"adam_step: {name} has {len(arrays)} arrays, params has {n}")
+    for i in range(n):
+        _check_float("adam_step", param=params[i], grad=grads[i], exp_avg=exp_avgs[i], exp_avg_sq=exp_avg_sqs[i])
+        for name in ("grads", "exp_avgs", "exp_avg_sqs"):
+            _check_grad("adam_step", f"{name}[{i}]", lists[name][i], params[i].shape)
+    if n == 0:
+        return
+    if int(step) < 1:
+        raise ValueError(f"adam_step: step must be >= 1, got {step}")
+    backend_for(params[0]).adam_step(
+        params, grads, exp_avgs, exp_avg_sqs, int(step), float(lr), float(beta1), float(beta2), float(eps), float(weight_decay)
+    )

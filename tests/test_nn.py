@@ -1,0 +1,168 @@
+"""nn: module bookkeeping, PyTorch's layer semantics, functional ops through autograd, training."""
+
+import numpy as np
+import pytest
+
+import pygan
+from pygan import nn, optim
+from pygan.autograd import Tensor
+from pygan.gradcheck import check_backward
+from pygan.nn import functional as F
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.LeakyReLU(0.2))
+        self.head = nn.Conv2d(4, 1, 4, stride=2, padding=1)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def test_parameters_register_on_assignment():
+    m = Tiny()
+    names = [n for n, _ in m.named_parameters()]
+    assert names == ["body.0.weight", "body.1.weight", "body.1.bias", "head.weight", "head.bias"]
+    assert [n for n, _ in m.named_buffers()] == ["body.1.running_mean", "body.1.running_var", "body.1.num_batches_tracked"]
+    assert all(isinstance(p, nn.Parameter) and p.requires_grad for p in m.parameters())
+
+
+def test_train_and_eval_reach_every_submodule():
+    m = Tiny().eval()
+    assert not any(sub.training for sub in m.modules())
+    m.train()
+    assert all(sub.training for sub in m.modules())
+
+
+def test_state_dict_round_trip(rng):
+    a, b = Tiny(), Tiny()
+    a(pygan.tensor(rng.standard_normal((2, 1, 8, 8)).astype(np.float32)))  # moves running stats
+    b.load_state_dict(a.state_dict())
+    for (na, ta), (nb, tb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert na == nb
+        np.testing.assert_array_equal(ta.numpy(), tb.numpy())
+    with pytest.raises(KeyError, match="missing"):
+        b.load_state_dict({"head.weight": a.head.weight})
+    bad = a.state_dict()
+    bad["head.weight"] = pygan.zeros(1, 4, 3, 3)
+    with pytest.raises(ValueError, match="head.weight"):
+        b.load_state_dict(bad)
+
+
+def test_conv_default_init_is_pytorchs_uniform_bound():
+    conv = nn.Conv2d(8, 16, 3)
+    bound = 1 / np.sqrt(8 * 9)
+    w = conv.weight.numpy()
+    assert w.shape == (16, 8, 3, 3) and w.dtype == np.float32
+    assert np.abs(w).max() <= bound and np.abs(w).max() > 0.8 * bound
+    convT = nn.ConvTranspose2d(8, 16, 4, 2, 1, bias=False)
+    assert convT.weight.shape == (8, 16, 4, 4) and convT.bias is None
+
+
+def test_batchnorm2d_running_statistics_and_eval(rng):
+    bn = nn.BatchNorm2d(3)
+    x = rng.standard_normal((4, 3, 5, 5)).astype(np.float32) * 2 + 1
+    y = bn(pygan.tensor(x)).numpy()
+    np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), 0, atol=1e-5)
+    np.testing.assert_allclose(bn.running_mean.numpy(), 0.1 * x.mean(axis=(0, 2, 3)), rtol=1e-5)
+    np.testing.assert_allclose(bn.running_var.numpy(), 0.9 + 0.1 * x.var(axis=(0, 2, 3), ddof=1), rtol=1e-5)
+    assert bn.num_batches_tracked.item() == 1
+    bn.eval()
+    y_eval = bn(pygan.tensor(x)).numpy()
+    rm, rv = bn.running_mean.numpy(), bn.running_var.numpy()
+    expected = (x - rm[None, :, None, None]) / np.sqrt(rv[None, :, None, None] + 1e-5)
+    np.testing.assert_allclose(y_eval, expected, rtol=1e-5, atol=1e-5)
+    assert bn.num_batches_tracked.item() == 1
+
+
+def functional_pair(fn, n_diff):
+    """check_backward's (forward, backward) for a functional op of n_diff differentiable tensors."""
+
+    def forward(*xs):
+        with pygan.no_grad():
+            return fn(*[Tensor(x) for x in xs]).data
+
+    def backward(*args):
+        *xs, dy = args
+        ts = [Tensor(x.copy(), requires_grad=i < n_diff) for i, x in enumerate(xs)]
+        fn(*ts).backward(dy)
+        return tuple(t.grad.data if t.grad is not None else None for t in ts)
+
+    return forward, backward
+
+
+@pytest.mark.parametrize(
+    "name, fn, shapes",
+    [
+        ("conv2d+bias", lambda x, w, b: F.conv2d(x, w, b, stride=2, padding=1), [(2, 3, 6, 6), (4, 3, 3, 3), (4,)]),
+        ("conv_transpose2d", lambda x, w: F.conv_transpose2d(x, w, None, 2, 1, 1), [(2, 3, 3, 3), (3, 2, 4, 4)]),
+        ("batch_norm", lambda x, g, b: F.batch_norm(x, None, None, g, b, training=True), [(4, 3, 2, 2), (3,), (3,)]),
+        ("leaky_relu", lambda x: F.leaky_relu(x, 0.2), [(3, 4)]),
+        ("relu", lambda x: F.relu(x), [(3, 4)]),
+        ("tanh", lambda x: F.tanh(x), [(3, 4)]),
+        ("sigmoid", lambda x: F.sigmoid(x), [(3, 4)]),
+    ],
+)
+def test_functional_ops_backward_through_autograd(name, fn, shapes, rng):
+    arrays = [rng.uniform(0.1, 1.0, s) * rng.choice([-1.0, 1.0], s) for s in shapes]  # away from 0 for ReLU
+    forward, backward = functional_pair(fn, len(shapes))
+    check_backward(forward, backward, arrays, rng=rng)
+
+
+def test_bce_with_logits_backward_through_autograd(rng):
+    target = (rng.random(6) > 0.5).astype(np.float64)
+    forward, backward = functional_pair(lambda x: F.binary_cross_entropy_with_logits(x, Tensor(target)), 1)
+    check_backward(forward, backward, [rng.standard_normal(6)], rng=rng)
+    loss_sum = F.binary_cross_entropy_with_logits(Tensor(np.zeros(6)), Tensor(target), reduction="sum")
+    np.testing.assert_allclose(loss_sum.item(), 6 * np.log(2))
+
+
+def test_a_small_conv_model_learns(rng):
+    """Classify which half of an 8x8 image is brighter: the loss must fall clearly."""
+    pygan.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3, stride=1, padding=1, bias=False), nn.BatchNorm2d(8), nn.LeakyReLU(0.2),
+        nn.Conv2d(8, 8, 4, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(8, 1, 4, stride=1, padding=0),
+    )
+    opt = optim.Adam(model.parameters(), lr=1e-2, betas=(0.5, 0.999))
+    losses = []
+    for step in range(60):
+        labels = (rng.random(32) > 0.5).astype(np.float32)
+        x = rng.standard_normal((32, 1, 8, 8)).astype(np.float32) * 0.5
+        x[:, :, :4, :] += (2 * labels - 1)[:, None, None, None]
+        logits = model(pygan.tensor(x)).reshape(32)
+        loss = F.binary_cross_entropy_with_logits(logits, pygan.tensor(labels))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[0] > 0.5  # about log 2: chance
+    assert np.mean(losses[-5:]) < 0.1
+
+
+def test_layers_match_torch_when_available(rng):
+    torch = pytest.importorskip("torch")
+    pygan.manual_seed(1)
+    ours = nn.Sequential(nn.ConvTranspose2d(5, 4, 4, 1, 0, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+                         nn.Conv2d(4, 2, 4, 2, 1), nn.LeakyReLU(0.2), nn.Tanh())
+    theirs = torch.nn.Sequential(torch.nn.ConvTranspose2d(5, 4, 4, 1, 0, bias=False), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                                 torch.nn.Conv2d(4, 2, 4, 2, 1), torch.nn.LeakyReLU(0.2), torch.nn.Tanh()).double()
+    theirs.load_state_dict({k: torch.from_numpy(v.numpy().astype(np.float64) if v.dtype.kind == "f" else v.numpy())
+                            for k, v in ours.state_dict().items()})
+    x = rng.standard_normal((3, 5, 1, 1))
+    for p in ours.parameters():
+        p.data = p.data.astype(np.float64)
+    for b in ours.buffers():
+        if b.dtype.kind == "f":
+            b.data = b.data.astype(np.float64)
+    y = ours(pygan.tensor(x))
+    xt = torch.from_numpy(x)
+    yt = theirs(xt)
+    np.testing.assert_allclose(y.numpy(), yt.detach().numpy(), rtol=1e-10, atol=1e-12)
+    dy = rng.standard_normal(y.shape)
+    y.backward(dy)
+    yt.backward(torch.from_numpy(dy))
+    for (name, p), pt in zip(ours.named_parameters(), theirs.parameters()):
+        np.testing.assert_allclose(p.grad.numpy(), pt.grad.numpy(), rtol=1e-8, atol=1e-10, err_msg=name)
