@@ -241,7 +241,7 @@ class Trainer:
         c = self.config
         interrupted = _InterruptFlag()
         new_log = not os.path.exists(self.log_path) or self.step == 0
-        log_file = open(self.log_path, "w" if new_log else "a", newline="")
+        log_file = open(self.log_path, "w" if new_log else "a", newline="", buffering=1)  # line-buffered: tail -f works
         writer = csv.DictWriter(log_file, fieldnames=LOG_FIELDS)
         if new_log:
             writer.writeheader()
