@@ -16,6 +16,9 @@
 //     default) and `stream` (an int: CuPy's current stream ptr; ignored by the emulation).
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+#ifdef PYGAN_EMULATION
+#include <pybind11/numpy.h>
+#endif
 
 #include <cstdint>
 #include <string>
@@ -32,6 +35,11 @@ namespace py = pybind11;
 
 #if defined(PYGAN_WITH_CUDA) || defined(PYGAN_EMULATION)
 #define PYGAN_HAVE_KERNELS 1
+#endif
+
+#ifdef PYGAN_EMULATION
+// ---- csrc/emu/selftest.cpp (emulation module only) ------------------------------------------
+std::vector<std::pair<std::string, bool>> pygan_emulation_selftest();
 #endif
 
 #ifdef PYGAN_WITH_CUDA
@@ -117,7 +125,13 @@ std::string shape_str(const std::vector<std::int64_t>& shape) {
 // Validate one array argument: float32, C-contiguous, in the memory this module works on, and
 // writable when it is an output.
 Array array_arg(py::handle obj, const std::string& op, const std::string& name, bool output = false) {
-  if (obj.is_none() || !py::hasattr(obj, kInterface))
+#ifdef PYGAN_EMULATION
+  // Only ndarrays: a numpy scalar's __array_interface__ points at a temporary copy.
+  const bool ok = py::isinstance<py::array>(obj);
+#else
+  const bool ok = !obj.is_none() && py::hasattr(obj, kInterface);
+#endif
+  if (!ok)
     bad(op, name, std::string("must be ") + kMemory + ", got " + std::string(py::str(py::type::of(obj).attr("__name__"))));
   const py::dict iface = obj.attr(kInterface);
   const std::string typestr = py::str(iface["typestr"]);
@@ -200,6 +214,12 @@ void def_activation(py::module_& m, const char* name, int act, bool has_slope) {
 
 }  // namespace
 
+// ---- issue 5: conv2d and batch-norm bindings (csrc/bindings_conv_bn.h) -------------------------
+#ifdef PYGAN_HAVE_KERNELS
+#include "bindings_conv_bn.h"
+#endif
+// ---- end issue 5 --------------------------------------------------------------------------------
+
 PYBIND11_MODULE(PYGAN_MODULE_NAME, m) {
   m.doc() = kEmulation ? "pygan host-emulation test module: the CUDA kernels compiled for the CPU (numpy arrays)"
                        : "pygan native extension: CUDA kernels and their host launchers";
@@ -209,6 +229,10 @@ PYBIND11_MODULE(PYGAN_MODULE_NAME, m) {
   m.attr("emulation") = py::bool_(kEmulation);
   m.def("cuda_device_count", &cuda_device_count,
         "Number of visible CUDA devices; 0 without a GPU, a driver, or a CUDA build.");
+#ifdef PYGAN_EMULATION
+  m.def("_emulation_selftest", &pygan_emulation_selftest,
+        "[(case, passed)]: the emulation header's own checks (shuffles, votes, barriers, limits).");
+#endif
   m.def("build_info", &build_info,
         "Dict: cuda_compiled, compiler, build_type, cuda_compiler, cuda_arch, "
         "cuda_runtime_version (the CUDA ones are None in a CPU-only build).");
@@ -310,6 +334,7 @@ PYBIND11_MODULE(PYGAN_MODULE_NAME, m) {
       py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"),
       py::arg("variant") = 0, py::arg("stream") = 0,
       "One torch.optim.Adam step, in place, over every (param, grad, exp_avg, exp_avg_sq) at once.");
+  def_conv_batchnorm(m, variants);  // issue 5: conv2d.cu, batchnorm.cu (csrc/bindings_conv_bn.h)
 #endif  // PYGAN_HAVE_KERNELS
   m.def(
       "variants", [variants]() { return variants; },

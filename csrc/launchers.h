@@ -54,3 +54,44 @@ void adam_step(const std::vector<AdamTensor>& tensors, std::int64_t step, double
                double beta2, double eps, double weight_decay, int variant, std::uintptr_t stream);
 
 }  // namespace pygan
+
+// ==== issue 5: conv2d (csrc/conv2d.cu) and batch norm (csrc/batchnorm.cu) ======================
+namespace pygan {
+
+// Every size of one conv2d: input (n, c, h, w), weight (o, c, kh, kw), output (n, o, oh, ow),
+// stride (sh, sw), padding (ph, pw). conv_transpose2d uses the same struct with x and y swapped.
+struct Conv2dShape {
+  std::int64_t n, c, h, w, o, kh, kw, oh, ow, sh, sw, ph, pw;
+};
+std::vector<std::string> conv2d_variants();
+// y = conv2d(x, w) (+ b[o]); b may be null.
+void conv2d_forward(const float* x, const float* w, const float* b, float* y, const Conv2dShape& s, int variant,
+                    std::uintptr_t stream);
+// dx = the adjoint of conv2d_forward in x, applied to dy.
+void conv2d_backward_data(const float* dy, const float* w, float* dx, const Conv2dShape& s, int variant,
+                          std::uintptr_t stream);
+// floats of scratch space conv2d_backward_weight needs (0: none; pass null).
+std::int64_t conv2d_backward_weight_workspace_size(const Conv2dShape& s, int variant);
+// dw[o,c,i,j] = sum_{n,p,q} dy[n,o,p,q] * x_padded[n,c,p*sh+i,q*sw+j]; deterministic (no atomics).
+void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* workspace, const Conv2dShape& s,
+                            int variant, std::uintptr_t stream);
+// db[o] = sum_{n,t} dy[n,o,t] for dy (n, c, hw); deterministic.
+void conv2d_bias_backward(const float* dy, float* db, std::int64_t n, std::int64_t c, std::int64_t hw,
+                          std::uintptr_t stream);
+
+enum BnActivation : int { kBnIdentity = 0, kBnLeakyRelu = 1 };
+std::vector<std::string> batch_norm_variants();
+// x, y (n, c, m); gamma, beta, running_mean, running_var may be null (running stats required when
+// !training); mean, rstd (c,) outputs. act: kBnIdentity or kBnLeakyRelu (slope; 0 = ReLU).
+void batch_norm_forward(const float* x, const float* gamma, const float* beta, float* running_mean,
+                        float* running_var, float* y, float* mean, float* rstd, std::int64_t n, std::int64_t c,
+                        std::int64_t m, bool training, float momentum, float eps, int act, float slope,
+                        int variant, std::uintptr_t stream);
+// dx from dy (through the fused activation when act != kBnIdentity, which then needs beta as in
+// the forward); dgamma, dbeta written when non-null.
+void batch_norm_backward(const float* x, const float* gamma, const float* beta, const float* dy, const float* mean,
+                         const float* rstd, float* dx, float* dgamma, float* dbeta, std::int64_t n, std::int64_t c,
+                         std::int64_t m, bool training, int act, float slope, int variant, std::uintptr_t stream);
+
+}  // namespace pygan
+// ==== end issue 5 =================================================================================

@@ -273,3 +273,11 @@ def test_adam_against_torch():
         opt.step()
         R.adam_step([p], [g], [m], [v], step, 1e-3, 0.5, 0.999, 1e-8, 0.01)
     np.testing.assert_allclose(p, tp.detach().numpy(), rtol=1e-12)
+
+
+def test_zero_dimensional_inputs_work():
+    """A 0-d logit (a single score) goes through sigmoid and BCE like any other shape."""
+    x, t = np.array(-3.0, dtype=np.float32), np.array(1.0, dtype=np.float32)
+    assert R.sigmoid_forward(x).shape == () and np.isclose(R.sigmoid_forward(x), 1 / (1 + np.exp(3.0)))
+    assert np.isclose(R.binary_cross_entropy_with_logits_forward(x, t), np.log1p(np.exp(3.0)), rtol=1e-6)
+    assert R.binary_cross_entropy_with_logits_backward(x, t, np.float32(1.0)).shape == ()

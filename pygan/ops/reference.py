@@ -350,7 +350,7 @@ def _sigmoid(x):
     """Overflow-free logistic: with e = exp(-|x|) <= 1, 1/(1+e) for x >= 0 and e/(1+e) for x < 0."""
     with np.errstate(under="ignore"):
         e = np.exp(-np.abs(x))
-    r = 1 / (1 + e)
+    r = np.asarray(1 / (1 + e))  # asarray: numpy turns 0-d results into scalars
     np.multiply(r, e, out=r, where=x < 0)
     return r
 

@@ -1,0 +1,184 @@
+"""conv2d (forward, backward-data, backward-weight): every pygan variant at every DCGAN
+discriminator layer shape, against PyTorch/cuDNN (cudnn.benchmark on; TF32 off and on) when
+importable, and the numpy reference. Every implementation is checked against the reference first.
+
+    python benchmarks/bench_conv.py --device cuda [--out results.json]
+    python benchmarks/bench_conv.py --device cpu   # numpy-reference timings only (no GPU needed)
+
+Models: DCGAN 64x64x3 batch 128 and 32x32x1 batch 64 (ndf = ngf = 64, nz = 100).
+"""
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from harness import Bench, conv_out, device_description, exit_without_gpu, torch_or_none  # noqa: E402
+
+# (name, n, c, h, w, o, k, stride, padding): the conv2d layers of D
+CONV_LAYERS = {
+    "dcgan64": [
+        ("D1", 128, 3, 64, 64, 64, 4, 2, 1),
+        ("D2", 128, 64, 32, 32, 128, 4, 2, 1),
+        ("D3", 128, 128, 16, 16, 256, 4, 2, 1),
+        ("D4", 128, 256, 8, 8, 512, 4, 2, 1),
+        ("D5", 128, 512, 4, 4, 1, 4, 1, 0),
+    ],
+    "dcgan32x1": [
+        ("D1", 64, 1, 32, 32, 64, 4, 2, 1),
+        ("D2", 64, 64, 16, 16, 128, 4, 2, 1),
+        ("D3", 64, 128, 8, 8, 256, 4, 2, 1),
+        ("D4", 64, 256, 4, 4, 1, 4, 1, 0),
+    ],
+}
+COMPUTATIONS = ("forward", "backward_data", "backward_weight")
+CHECK_TOL = {"pygan": (1e-4, 1e-3), "torch": (1e-4, 1e-3), "torch-tf32": (5e-3, 1e-2)}
+
+
+def conv_problem(n, c, h, w, o, k, s, p):
+    """x, w, dy shapes and the MAC count (same for all three computations)."""
+    oh, ow = conv_out(h, k, s, p), conv_out(w, k, s, p)
+    return (n, c, h, w), (o, c, k, k), (n, o, oh, ow), 2 * n * o * oh * ow * c * k * k
+
+
+def reference_fns(R, xs, ws, ys, s, p, transpose=False):
+    """numpy reference of each computation, as f(*inputs) with inputs (x, w, dy) as numpy arrays."""
+    if not transpose:
+        return {
+            "forward": lambda x, w, dy: R.conv2d_forward(x, w, None, s, p),
+            "backward_data": lambda x, w, dy: R.conv2d_backward_data(dy, w, xs, s, p),
+            "backward_weight": lambda x, w, dy: R.conv2d_backward_weight(x, dy, ws, s, p),
+        }
+    return {
+        "forward": lambda x, w, dy: R.conv_transpose2d_forward(x, w, None, s, p, 0),
+        "backward_data": lambda x, w, dy: R.conv_transpose2d_backward(x, w, dy, s, p, 0, False)[0],
+        "backward_weight": lambda x, w, dy: R.conv_transpose2d_backward(x, w, dy, s, p, 0, False)[1],
+    }
+
+
+def pygan_fns(ops, xs, ws, s, p, v, transpose=False):
+    if not transpose:
+        return {
+            "forward": lambda x, w, dy: ops.conv2d_forward(x, w, None, s, p, variant=v),
+            "backward_data": lambda x, w, dy: ops.conv2d_backward_data(dy, w, xs, s, p, variant=v),
+            "backward_weight": lambda x, w, dy: ops.conv2d_backward_weight(x, dy, ws, s, p, variant=v),
+        }
+    # conv_transpose2d: forward is conv backward-data; backward-data is conv forward;
+    # backward-weight is conv backward-weight with x and dy swapped (native_conv_bn.py)
+    return {
+        "forward": lambda x, w, dy: ops.conv_transpose2d_forward(x, w, None, s, p, 0, variant=v),
+        "backward_data": lambda x, w, dy: ops.conv2d_forward(dy, w, None, s, p, variant=v),
+        "backward_weight": lambda x, w, dy: ops.conv2d_backward_weight(dy, x, ws, s, p, variant=v),
+    }
+
+
+def torch_fns(torch, xs, ws, s, p, transpose=False):
+    F = torch.nn.functional
+    cb = torch.ops.aten.convolution_backward
+    if not transpose:
+        return {
+            "forward": lambda x, w, dy: F.conv2d(x, w, None, s, p),
+            "backward_data": lambda x, w, dy: cb(dy, x, w, None, [s, s], [p, p], [1, 1], False, [0, 0], 1,
+                                                 [True, False, False])[0],
+            "backward_weight": lambda x, w, dy: cb(dy, x, w, None, [s, s], [p, p], [1, 1], False, [0, 0], 1,
+                                                   [False, True, False])[1],
+        }
+    return {
+        "forward": lambda x, w, dy: F.conv_transpose2d(x, w, None, s, p),
+        "backward_data": lambda x, w, dy: cb(dy, x, w, None, [s, s], [p, p], [1, 1], True, [0, 0], 1,
+                                             [True, False, False])[0],
+        "backward_weight": lambda x, w, dy: cb(dy, x, w, None, [s, s], [p, p], [1, 1], True, [0, 0], 1,
+                                               [False, True, False])[1],
+    }
+
+
+def run(bench, layers, transpose, no_torch=False, only=None):
+    from pygan.ops import reference as R
+
+    device = bench.device
+    ops = None
+    variants = []
+    if device == "cuda":
+        from pygan.ops import cuda
+
+        ops = cuda.backend()
+        variants = list(range(1, len(ops.variants()["conv2d"]) + 1))
+    torch = None if (no_torch or device != "cuda") else torch_or_none(device)
+    if torch is not None:
+        torch.backends.cudnn.benchmark = True
+    rng = np.random.default_rng(0)
+    op_name = "conv_transpose2d" if transpose else "conv2d"
+    for model, layer_list in layers.items():
+        for name, n, c, h, w, o, k, s, p in layer_list:
+            if transpose:  # (name, n, cin, h, w, cout, k, s, p): x (n,cin,h,w), w (cin,cout,k,k), dy = y's shape
+                oh, ow = conv_size_for_transpose(h, w, k, s, p)
+                xs, ws, dys, flops = (n, c, h, w), (c, o, k, k), (n, o, oh, ow), 2 * n * c * h * w * o * k * k
+            else:
+                xs, ws, dys, flops = conv_problem(n, c, h, w, o, k, s, p)
+            sets_np = [
+                (rng.standard_normal(xs).astype(np.float32),
+                 (rng.standard_normal(ws) / np.sqrt(np.prod(ws[1:]))).astype(np.float32),
+                 rng.standard_normal(dys).astype(np.float32))
+                for _ in range(bench.rotate)
+            ]
+            shape = f"{model}:{name} x{xs} w{ws} s{s} p{p}"
+            ref_fns = reference_fns(R, xs, ws, dys, s, p, transpose)
+            for comp in COMPUTATIONS:
+                if only and comp not in only:
+                    continue
+                ref_out = ref_fns[comp](*[a.astype(np.float64) for a in sets_np[0]]) if device == "cuda" else None
+                if device == "cuda":
+                    sets = [tuple(bench.to_device(a) for a in st) for st in sets_np]
+                    for v in variants:
+                        fns = pygan_fns(ops, xs, ws, s, p, v, transpose)
+                        bench.case(f"{op_name}.{comp}", shape, f"pygan v{v}", fns[comp], sets, flops=flops,
+                                   check=(ref_out, *CHECK_TOL["pygan"]))
+                    if torch is not None:
+                        tsets = [tuple(torch.from_numpy(a).cuda() for a in st) for st in sets_np]
+                        fns = torch_fns(torch, xs, ws, s, p, transpose)
+                        for tf32 in (False, True):
+                            torch.backends.cudnn.allow_tf32 = tf32
+                            impl = "torch cudnn" + (" tf32" if tf32 else "")
+                            tol = CHECK_TOL["torch-tf32" if tf32 else "torch"]
+                            bench.case(f"{op_name}.{comp}", shape, impl, fns[comp], tsets, flops=flops,
+                                       check=(ref_out, *tol))
+                        torch.backends.cudnn.allow_tf32 = False
+                bench.case(f"{op_name}.{comp}", shape, "numpy reference (CPU)", ref_fns[comp], sets_np, flops=flops)
+
+
+def conv_size_for_transpose(h, w, k, s, p):
+    """Output size (OH, OW) of conv_transpose2d for input (h, w): the conv it transposes has this input."""
+    return (h - 1) * s - 2 * p + k, (w - 1) * s - 2 * p + k
+
+
+def main(argv=None, transpose=False, layers=None):
+    name = "bench_conv_transpose" if transpose else "bench_conv"
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--device", default="cuda", choices=["cpu", "cuda"])
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--budget", type=float, default=1.0, help="seconds of timed runs per case, at most")
+    ap.add_argument("--batch", type=int, default=None, help="override every model's batch size")
+    ap.add_argument("--only", nargs="*", choices=COMPUTATIONS, help="only these computations")
+    ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--out", default=None, help="write JSON results here")
+    args = ap.parse_args(argv)
+    exit_without_gpu(name, args.device)
+    bench = Bench(args.device, reps=args.reps, budget_s=args.budget)
+    print(f"{name}: {device_description(args.device)}")
+    if args.device == "cpu":
+        print(f"{name}: --device cpu: numpy-reference timings only (no GPU figures)")
+    bench.ceilings()
+    layers = layers or CONV_LAYERS
+    if args.batch:
+        layers = {m: [(l[0], args.batch, *l[2:]) for l in ls] for m, ls in layers.items()}
+    run(bench, layers, transpose, args.no_torch, args.only)
+    if args.out:
+        bench.write_json(args.out, dict(script=name, device=device_description(args.device)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# GPU suite: build, test and benchmark everything on a GPU machine in one call, offline, and write
+# OUTDIR/report.md (device, driver, versions, pass/fail per section, timings).
+#
+#   benchmarks/gpu_suite.sh OUTDIR
+#
+# Needs: nvcc, CMake, a C++ compiler, Python with numpy, CuPy, pybind11, setuptools>=64, pytest and
+# hypothesis already installed (no downloads: the build uses --no-build-isolation --no-deps). Every
+# section's failure is recorded in the report, never fatal. Environment knobs:
+#   SUITE_FULL_TESTS=1   also run the whole CPU test suite (-m "not cuda and not slow")
+#   SUITE_SANITIZER=0    skip the compute-sanitizer memcheck run
+#   SUITE_BENCH_TIMEOUT  seconds per benchmark script (default 600)
+set -u
+if [ $# -ne 1 ]; then
+  echo "usage: $0 OUTDIR" >&2
+  exit 2
+fi
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+mkdir -p "$1"
+OUT="$(cd "$1" && pwd)"
+LOGS="$OUT/logs"
+mkdir -p "$LOGS"
+cd "$ROOT" || exit 2
+PY="${PYTHON:-python3}"
+export PY
+REPORT="$OUT/report.md"
+SUMMARY="$OUT/.summary"
+: >"$SUMMARY"
+have() { command -v "$1" >/dev/null 2>&1; }
+TIMEOUT=""
+have timeout && TIMEOUT="timeout"
+
+# section NAME SECONDS CMD...: run CMD with a time limit, log to logs/NAME.log, record the outcome.
+section() {
+  local name="$1" limit="$2"
+  shift 2
+  local log="$LOGS/$name.log" start end rc status
+  echo "== $name: $*" | tee "$log"
+  start=$(date +%s%N)
+  if [ -n "$TIMEOUT" ] && declare -F "$1" >/dev/null; then  # a function of this script: via bash
+    $TIMEOUT --kill-after=30 "$limit" bash -c "$(declare -f "$1"); $1" >>"$log" 2>&1
+  elif [ -n "$TIMEOUT" ]; then
+    $TIMEOUT --kill-after=30 "$limit" "$@" >>"$log" 2>&1
+  else
+    "$@" >>"$log" 2>&1
+  fi
+  rc=$?
+  end=$(date +%s%N)
+  case $rc in
+    0) status=PASS ;;
+    124 | 137) status="FAIL (timed out after ${limit}s)" ;;
+    *) status="FAIL (exit $rc)" ;;
+  esac
+  local tenths=$(((end - start) / 100000000))
+  printf '%s\t%s\t%d.%d\n' "$name" "$status" $((tenths / 10)) $((tenths % 10)) >>"$SUMMARY"
+  echo "== $name: $status"
+  write_report
+  return 0
+}
+
+# skip NAME WHY: record a section that could not run here.
+skip() {
+  printf '%s\t%s\t-\n' "$1" "SKIP ($2)" >>"$SUMMARY"
+  echo "== $1: SKIP ($2)"
+  write_report
+}
+
+env_facts() {
+  echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+  echo "- host: $(uname -srm)"
+  if have nvidia-smi; then
+    echo "- device: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | head -1)"
+    echo "- driver: $(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -1)"
+  else
+    echo "- device: (nvidia-smi not found)"
+  fi
+  echo "- nvcc: $(nvcc --version 2>/dev/null | grep -o 'release [0-9.]*' || echo 'not found')"
+  "$PY" - <<'PYEOF' 2>/dev/null || echo "- python: (failed to query versions)"
+import importlib, platform
+print(f"- python: {platform.python_version()}")
+for name in ("numpy", "cupy", "torch", "pybind11", "pytest", "hypothesis"):
+    try:
+        print(f"- {name}: {importlib.import_module(name).__version__}")
+    except Exception as exc:
+        print(f"- {name}: not available ({type(exc).__name__})")
+try:
+    import cupy
+    print(f"- CUDA runtime (CuPy): {cupy.cuda.runtime.runtimeGetVersion()}, "
+          f"device: {cupy.cuda.runtime.getDeviceProperties(0)['name'].decode()}")
+except Exception as exc:
+    print(f"- CUDA via CuPy: unavailable ({type(exc).__name__}: {exc})")
+try:
+    from pygan import _C
+    print(f"- pygan._C build_info: {_C.build_info()}")
+except Exception as exc:
+    print(f"- pygan._C: not importable ({type(exc).__name__})")
+PYEOF
+}
+
+write_report() {
+  {
+    echo "# pygan GPU suite report"
+    echo
+    env_facts
+    echo
+    echo "| section | result | seconds |"
+    echo "| --- | --- | --- |"
+    while IFS=$'\t' read -r name status secs; do
+      echo "| $name | $status | $secs |"
+    done <"$SUMMARY"
+    echo
+    echo "Logs: \`logs/<section>.log\`. Outputs (tails for tests, in full for benchmarks):"
+    for log in "$LOGS"/*.log; do
+      [ -e "$log" ] || continue
+      local name
+      name="$(basename "$log" .log)"
+      echo
+      echo "## $name"
+      echo
+      echo '```'
+      case "$name" in
+        bench_*) tail -c 20000 "$log" ;;
+        *) tail -n 40 "$log" ;;
+      esac
+      echo '```'
+    done
+  } >"$REPORT.tmp" && mv "$REPORT.tmp" "$REPORT"
+}
+
+build() {
+  export PYGAN_REQUIRE_CUDA=1
+  if "$PY" -m pip install --no-build-isolation --no-deps -e .; then
+    return 0
+  fi
+  echo "pip install failed; trying setup.py build_ext --inplace"
+  "$PY" setup.py build_ext --inplace
+}
+
+check_cuda() {
+  "$PY" - <<'PYEOF'
+from pygan import _C, backend
+print(_C.build_info(), "devices:", _C.cuda_device_count())
+assert _C.cuda_compiled, "pygan._C was built without CUDA"
+assert backend.cuda_available(), backend._problem()
+print("variants:", _C.variants())
+PYEOF
+}
+
+write_report
+section build 900 build
+section cuda_available 120 check_cuda
+section pytest_cuda 1200 "$PY" -m pytest -q -rfEs -m cuda tests
+EMU_TESTS=$(ls tests/test_emulated*.py tests/test_ops_parity.py 2>/dev/null | tr '\n' ' ')
+# shellcheck disable=SC2086
+section pytest_emulation 900 "$PY" -m pytest -q -rfEs $EMU_TESTS
+if [ "${SUITE_FULL_TESTS:-0}" = 1 ]; then
+  section pytest_full 2400 "$PY" -m pytest -q -rfEs -m "not cuda and not slow" tests
+fi
+SANITIZER="$(command -v compute-sanitizer || true)"
+if [ -z "$SANITIZER" ] && have nvcc; then  # often in the toolkit's bin/ without being on PATH
+  for cand in "$(dirname "$(command -v nvcc)")/compute-sanitizer" /usr/local/cuda/bin/compute-sanitizer; do
+    [ -x "$cand" ] && SANITIZER="$cand" && break
+  done
+fi
+if [ "${SUITE_SANITIZER:-1}" = 0 ]; then
+  skip memcheck "SUITE_SANITIZER=0"
+elif [ -n "$SANITIZER" ]; then
+  CUDA_TESTS=$(ls tests/test_cuda*.py 2>/dev/null | tr '\n' ' ')
+  # CuPy's memory pool hides little from memcheck (its blocks are real allocations); the pytest
+  # exit status and memcheck's error summary both count. One run, all CUDA tests.
+  # shellcheck disable=SC2086
+  section memcheck 1800 "$SANITIZER" --tool memcheck --error-exitcode 99 --print-limit 50 \
+    "$PY" -m pytest -q -x -m cuda -p no:cacheprovider $CUDA_TESTS
+else
+  skip memcheck "compute-sanitizer not found"
+fi
+for script in benchmarks/bench_*.py; do
+  [ -e "$script" ] || continue
+  name="$(basename "$script" .py)"
+  args=()
+  if "$PY" "$script" --help 2>/dev/null | grep -q -- "--device"; then
+    args=(--device cuda)
+  fi
+  section "$name" "${SUITE_BENCH_TIMEOUT:-600}" "$PY" "$script" ${args[@]+"${args[@]}"}
+done
+write_report
+echo "report: $REPORT"

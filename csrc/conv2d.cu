@@ -1,0 +1,416 @@
+// 2-D convolution (cross-correlation, as PyTorch), NCHW input, OIHW weight, any kernel size,
+// stride and padding per dimension: the three computations of pygan/ops/reference.py
+//   forward          y[n,o,p,q]  = b[o] + sum_{c,i,j} x[n,c,p*sh-ph+i,q*sw-pw+j] * w[o,c,i,j]
+//   backward-data    dx[n,c,h,v] = sum_{o,i,j : h = p*sh-ph+i, v = q*sw-pw+j} dy[n,o,p,q] * w[o,c,i,j]
+//   backward-weight  dw[o,c,i,j] = sum_{n,p,q} dy[n,o,p,q] * x[n,c,p*sh-ph+i,q*sw-pw+j]
+// plus the bias gradient db[o] = sum_{n,p,q} dy[n,o,p,q]. conv_transpose2d runs on these (its
+// forward is backward-data, its backward-data is forward, its backward-weight is backward-weight
+// with x and dy swapped); the wiring is in pygan/ops/native_conv_bn.py.
+//
+// As implicit GEMMs (nothing materialised; operands gathered on the fly while loading tiles):
+//   forward          M = O, N = batch*OH*OW, K = C*kh*kw;  A = w as (O, C*kh*kw), B = im2col(x)
+//   backward-data    M = C, N = batch*H*W,   K = O*kh*kw;  A = w^T, B = the matching dy entry or 0
+//                    (zero where (h + ph - i) is not a multiple of the stride or out of range)
+//   backward-weight  M = O, N = C*kh*kw,     K = batch*OH*OW; A = dy as (O, batch*OH*OW), B = im2col(x)^T
+//
+// Variants (launchers take `variant`; 0 picks the default):
+//   1: direct, one thread per output element (a plain port of the reference formulas)
+//   2: implicit GEMM, 16x16 output tile per 256-thread block, 16-deep shared-memory K tiles, one
+//      output per thread
+//   3: implicit GEMM with register blocking: 64x64 tile, 8-deep K tiles, each thread a 4x4
+//      micro-tile (strided, conflict-light shared reads); a 16x128 tile with 1x8 micro-tiles when
+//      M <= 16 (the 1- and 3-channel edge layers of DCGAN). DEFAULT: most optimised verified
+//      variant, chosen without measurement: GPU timing is still owed (no GPU on the CI machine).
+// Determinism: no variant uses atomics; every output is a fixed-order sum. Backward-weight in
+// variants 2 and 3 splits its long K (batch*OH*OW) over gridDim.z blocks that write partial sums
+// to a workspace (conv2d_backward_weight_workspace_size floats), then one kernel adds the splits
+// in order: bitwise reproducible run to run.
+// Not written (yet): vectorised (float4) tile loads, a TF32 tensor-core variant, stride-aware
+// backward-data (variant 2/3 backward-data multiplies the structural zeros of strided convs).
+#include "common.cuh"
+#include "launchers.h"
+
+#include <climits>
+
+namespace pygan {
+namespace {
+
+constexpr int kBlock = 256;
+
+// ---- variant 1: direct -------------------------------------------------------------------------
+__global__ void forward_direct(const float* x, const float* w, const float* b, float* y, Conv2dShape s) {
+  const std::int64_t total = s.n * s.o * s.oh * s.ow;
+  for (std::int64_t idx = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; idx < total;
+       idx += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::int64_t q = idx % s.ow, p = idx / s.ow % s.oh, o = idx / (s.ow * s.oh) % s.o, n = idx / (s.ow * s.oh * s.o);
+    float acc = b ? b[o] : 0.0f;
+    for (std::int64_t c = 0; c < s.c; ++c)
+      for (std::int64_t i = 0; i < s.kh; ++i) {
+        const std::int64_t h = p * s.sh - s.ph + i;
+        if (h < 0 || h >= s.h) continue;
+        for (std::int64_t j = 0; j < s.kw; ++j) {
+          const std::int64_t v = q * s.sw - s.pw + j;
+          if (v < 0 || v >= s.w) continue;
+          acc += x[((n * s.c + c) * s.h + h) * s.w + v] * w[((o * s.c + c) * s.kh + i) * s.kw + j];
+        }
+      }
+    y[idx] = acc;
+  }
+}
+
+__global__ void backward_data_direct(const float* dy, const float* w, float* dx, Conv2dShape s) {
+  const std::int64_t total = s.n * s.c * s.h * s.w;
+  for (std::int64_t idx = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; idx < total;
+       idx += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::int64_t v = idx % s.w, h = idx / s.w % s.h, c = idx / (s.w * s.h) % s.c, n = idx / (s.w * s.h * s.c);
+    float acc = 0.0f;
+    for (std::int64_t o = 0; o < s.o; ++o)
+      for (std::int64_t i = 0; i < s.kh; ++i) {
+        const std::int64_t th = h + s.ph - i;
+        if (th < 0 || th % s.sh) continue;
+        const std::int64_t p = th / s.sh;
+        if (p >= s.oh) continue;
+        for (std::int64_t j = 0; j < s.kw; ++j) {
+          const std::int64_t tw = v + s.pw - j;
+          if (tw < 0 || tw % s.sw) continue;
+          const std::int64_t q = tw / s.sw;
+          if (q >= s.ow) continue;
+          acc += dy[((n * s.o + o) * s.oh + p) * s.ow + q] * w[((o * s.c + c) * s.kh + i) * s.kw + j];
+        }
+      }
+    dx[idx] = acc;
+  }
+}
+
+__global__ void backward_weight_direct(const float* x, const float* dy, float* dw, Conv2dShape s) {
+  const std::int64_t total = s.o * s.c * s.kh * s.kw;
+  for (std::int64_t idx = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; idx < total;
+       idx += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::int64_t j = idx % s.kw, i = idx / s.kw % s.kh, c = idx / (s.kw * s.kh) % s.c, o = idx / (s.kw * s.kh * s.c);
+    float acc = 0.0f;
+    for (std::int64_t n = 0; n < s.n; ++n)
+      for (std::int64_t p = 0; p < s.oh; ++p) {
+        const std::int64_t h = p * s.sh - s.ph + i;
+        if (h < 0 || h >= s.h) continue;
+        for (std::int64_t q = 0; q < s.ow; ++q) {
+          const std::int64_t v = q * s.sw - s.pw + j;
+          if (v < 0 || v >= s.w) continue;
+          acc += dy[((n * s.o + o) * s.oh + p) * s.ow + q] * x[((n * s.c + c) * s.h + h) * s.w + v];
+        }
+      }
+    dw[idx] = acc;
+  }
+}
+
+// ---- implicit-GEMM problems: a(m, k), b(k, col), store(m, col, value) ----------------------------
+// 32-bit indices: the launchers check that every tensor has fewer than 2^31 elements.
+struct Dims {
+  int n, c, h, w, o, kh, kw, oh, ow, sh, sw, ph, pw;
+};
+
+Dims dims_of(const Conv2dShape& s) {
+  return {int(s.n), int(s.c), int(s.h), int(s.w), int(s.o), int(s.kh), int(s.kw),
+          int(s.oh), int(s.ow), int(s.sh), int(s.sw), int(s.ph), int(s.pw)};
+}
+
+// x[n, c, p*sh - ph + i, q*sw - pw + j] for patch entry k = (c, i, j) and output position col = (n, p, q).
+__device__ __forceinline__ float im2col(const float* x, const Dims& d, int k, int col) {
+  const int khw = d.kh * d.kw, ohw = d.oh * d.ow;
+  const int c = k / khw, r = k - c * khw, i = r / d.kw, j = r - i * d.kw;
+  const int n = col / ohw, t = col - n * ohw, p = t / d.ow, q = t - p * d.ow;
+  const int h = p * d.sh - d.ph + i, v = q * d.sw - d.pw + j;
+  return (h >= 0 && h < d.h && v >= 0 && v < d.w) ? x[((n * d.c + c) * d.h + h) * d.w + v] : 0.0f;
+}
+
+struct ForwardProblem {
+  const float* x;
+  const float* w;
+  const float* b;
+  float* y;
+  Dims d;
+  int M, N, K;
+  __device__ __forceinline__ float a(int m, int k) const { return w[m * K + k]; }
+  __device__ __forceinline__ float bval(int k, int col) const { return im2col(x, d, k, col); }
+  __device__ __forceinline__ void store(int m, int col, float v) const {
+    const int ohw = d.oh * d.ow, n = col / ohw, t = col - n * ohw;
+    y[(n * d.o + m) * ohw + t] = v + (b ? b[m] : 0.0f);
+  }
+};
+
+struct BackwardDataProblem {
+  const float* dy;
+  const float* w;
+  float* dx;
+  Dims d;
+  int M, N, K;
+  // m = c, k = (o, i, j): w[o, c, i, j]
+  __device__ __forceinline__ float a(int m, int k) const {
+    const int khw = d.kh * d.kw, o = k / khw, r = k - o * khw;
+    return w[(o * d.c + m) * khw + r];
+  }
+  // k = (o, i, j), col = (n, h, v): dy[n, o, p, q] when h = p*sh - ph + i, v = q*sw - pw + j
+  __device__ __forceinline__ float bval(int k, int col) const {
+    const int khw = d.kh * d.kw, o = k / khw, r = k - o * khw, i = r / d.kw, j = r - i * d.kw;
+    const int hw = d.h * d.w, n = col / hw, t = col - n * hw, h = t / d.w, v = t - h * d.w;
+    const int th = h + d.ph - i, tw = v + d.pw - j;
+    if (th < 0 || tw < 0) return 0.0f;
+    const int p = th / d.sh, q = tw / d.sw;
+    if (p * d.sh != th || q * d.sw != tw || p >= d.oh || q >= d.ow) return 0.0f;
+    return dy[((n * d.o + o) * d.oh + p) * d.ow + q];
+  }
+  __device__ __forceinline__ void store(int m, int col, float v) const {
+    const int hw = d.h * d.w, n = col / hw, t = col - n * hw;
+    dx[(n * d.c + m) * hw + t] = v;
+  }
+};
+
+struct BackwardWeightProblem {
+  const float* x;
+  const float* dy;
+  float* dw;
+  Dims d;
+  int M, N, K;
+  // m = o, k = (n, p, q)
+  __device__ __forceinline__ float a(int m, int k) const {
+    const int ohw = d.oh * d.ow, n = k / ohw, t = k - n * ohw;
+    return dy[(n * d.o + m) * ohw + t];
+  }
+  __device__ __forceinline__ float bval(int k, int col) const { return im2col(x, d, col, k); }
+  __device__ __forceinline__ void store(int m, int col, float v) const { dw[m * N + col] = v; }
+};
+
+// ---- variants 2 and 3: tiled implicit GEMM -------------------------------------------------------
+// Block (BM/TM)*(BN/TN) threads computes a BM x BN tile of the M x N output; each thread owns a
+// TM x TN micro-tile at rows ty + i*(BM/TM), cols tx + j*(BN/TN) (consecutive threads on
+// consecutive columns: coalesced stores, conflict-free shared reads). blockIdx.z picks a slice
+// [z*kchunk, (z+1)*kchunk) of K; with gridDim.z > 1 the partial sums go to ws[z][m][col].
+template <class P, int BM, int BN, int BK, int TM, int TN>
+__global__ void __launch_bounds__((BM / TM) * (BN / TN)) gemm_tiled(P prob, float* ws, int kchunk) {
+  constexpr int TX = BN / TN, TY = BM / TM, NT = TX * TY;
+  __shared__ float As[BK][BM + 1];
+  __shared__ float Bs[BK][BN];
+  const int tid = threadIdx.x, tx = tid % TX, ty = tid / TX;
+  const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+  const int kbeg = blockIdx.z * kchunk;
+  const int kend = min(prob.K, kbeg + kchunk);
+  float acc[TM][TN];
+#pragma unroll
+  for (int i = 0; i < TM; ++i)
+#pragma unroll
+    for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+
+  for (int k0 = kbeg; k0 < kend; k0 += BK) {
+    for (int idx = tid; idx < BM * BK; idx += NT) {
+      const int mm = idx / BK, kk = idx - mm * BK, m = m0 + mm, k = k0 + kk;
+      As[kk][mm] = (m < prob.M && k < kend) ? prob.a(m, k) : 0.0f;
+    }
+    for (int idx = tid; idx < BK * BN; idx += NT) {
+      const int kk = idx / BN, nn = idx - kk * BN, col = n0 + nn, k = k0 + kk;
+      Bs[kk][nn] = (col < prob.N && k < kend) ? prob.bval(k, col) : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < BK; ++kk) {
+      float ra[TM], rb[TN];
+#pragma unroll
+      for (int i = 0; i < TM; ++i) ra[i] = As[kk][ty + i * TY];
+#pragma unroll
+      for (int j = 0; j < TN; ++j) rb[j] = Bs[kk][tx + j * TX];
+#pragma unroll
+      for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] += ra[i] * rb[j];
+    }
+    __syncthreads();
+  }
+
+#pragma unroll
+  for (int i = 0; i < TM; ++i) {
+    const int m = m0 + ty + i * TY;
+    if (m >= prob.M) continue;
+#pragma unroll
+    for (int j = 0; j < TN; ++j) {
+      const int col = n0 + tx + j * TX;
+      if (col >= prob.N) continue;
+      if (gridDim.z > 1)
+        ws[(static_cast<std::int64_t>(blockIdx.z) * prob.M + m) * prob.N + col] = acc[i][j];
+      else
+        prob.store(m, col, acc[i][j]);
+    }
+  }
+}
+
+// out[i] = sum_z ws[z * count + i], z in order: the deterministic end of split-K.
+__global__ void sum_splits(const float* ws, float* out, std::int64_t count, int splits) {
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    float acc = 0.0f;
+    for (int z = 0; z < splits; ++z) acc += ws[z * count + i];
+    out[i] = acc;
+  }
+}
+
+// db[o] = sum over (n, t) of dy[n, o, t]: one block per channel, fixed-order block reduction.
+__global__ void channel_sum(const float* dy, float* db, std::int64_t n, std::int64_t c, std::int64_t hw) {
+  const std::int64_t o = blockIdx.x, count = n * hw;
+  float acc = 0.0f;
+  for (std::int64_t idx = threadIdx.x; idx < count; idx += blockDim.x) {
+    const std::int64_t b = idx / hw, t = idx - b * hw;
+    acc += dy[(b * c + o) * hw + t];
+  }
+  acc = block_reduce_sum(acc);
+  if (threadIdx.x == 0) db[o] = acc;
+}
+
+int grid_for(std::int64_t work) {
+  const std::int64_t cap = static_cast<std::int64_t>(sm_count()) * 32;
+  const std::int64_t blocks = ceil_div<std::int64_t>(work, kBlock);
+  return static_cast<int>(blocks < cap ? blocks : cap);
+}
+
+int resolve(int variant) {
+  if (variant == 0) variant = 3;
+  check_variant(variant, 3, "conv2d");
+  return variant;
+}
+
+void check_dims(const Conv2dShape& s) {
+  const std::int64_t sizes[] = {s.n * s.c * s.h * s.w, s.n * s.o * s.oh * s.ow, s.o * s.c * s.kh * s.kw};
+  for (std::int64_t v : sizes)
+    if (v >= INT_MAX) throw std::invalid_argument("conv2d: tensors of 2^31 or more elements are not supported");
+  if (s.sh < 1 || s.sw < 1 || s.ph < 0 || s.pw < 0 || s.kh < 1 || s.kw < 1)
+    throw std::invalid_argument("conv2d: bad stride, padding or kernel size");
+}
+
+bool empty(const Conv2dShape& s) {
+  return s.n * s.c * s.h * s.w == 0 || s.n * s.o * s.oh * s.ow == 0 || s.o * s.c * s.kh * s.kw == 0;
+}
+
+// Tile shape of variant 3: 64x64 (4x4 per thread), or 16x128 (1x8 per thread) for tiny M.
+constexpr bool small_m(int M) { return M <= 16; }
+
+template <class P>
+void launch_gemm(const P& prob, int variant, float* ws, int splits, int kchunk, cudaStream_t st) {
+  if (variant == 2) {
+    auto kern = gemm_tiled<P, 16, 16, 16, 1, 1>;
+    const dim3 grid(ceil_div(prob.N, 16), ceil_div(prob.M, 16), splits);
+    PYGAN_LAUNCH(kern, grid, 256, 0, st, prob, ws, kchunk);
+  } else if (small_m(prob.M)) {
+    auto kern = gemm_tiled<P, 16, 128, 8, 1, 8>;
+    const dim3 grid(ceil_div(prob.N, 128), ceil_div(prob.M, 16), splits);
+    PYGAN_LAUNCH(kern, grid, 256, 0, st, prob, ws, kchunk);
+  } else {
+    auto kern = gemm_tiled<P, 64, 64, 8, 4, 4>;
+    const dim3 grid(ceil_div(prob.N, 64), ceil_div(prob.M, 64), splits);
+    PYGAN_LAUNCH(kern, grid, 256, 0, st, prob, ws, kchunk);
+  }
+}
+
+// Split-K plan of backward-weight: enough blocks to fill a large GPU (~256 tiles x splits),
+// chunks a multiple of 16 (both BK) and at least 64 deep; at most 64 splits.
+struct SplitPlan {
+  int splits, kchunk;
+};
+
+SplitPlan split_plan(const Conv2dShape& s, int variant) {
+  const int M = int(s.o), N = int(s.c * s.kh * s.kw), K = int(s.n * s.oh * s.ow);
+  int bm = 16, bn = 16;
+  if (variant == 3) {
+    bm = small_m(M) ? 16 : 64;
+    bn = small_m(M) ? 128 : 64;
+  }
+  const int tiles = ceil_div(M, bm) * ceil_div(N, bn);
+  int want = 256 / tiles;
+  if (want < 1) want = 1;
+  if (want > 64) want = 64;
+  int kchunk = ceil_div(K, want);
+  if (kchunk < 64) kchunk = 64;
+  kchunk = ceil_div(kchunk, 16) * 16;
+  return {ceil_div(K, kchunk), kchunk};
+}
+
+}  // namespace
+
+std::vector<std::string> conv2d_variants() {
+  return {"direct, one thread per output", "implicit GEMM, 16x16 shared-memory tiles, one output per thread",
+          "implicit GEMM, 64x64 tiles (16x128 when M <= 16), 4x4 (1x8) register micro-tiles"};
+}
+
+void conv2d_forward(const float* x, const float* w, const float* b, float* y, const Conv2dShape& s, int variant,
+                    std::uintptr_t stream) {
+  variant = resolve(variant);
+  check_dims(s);
+  if (s.n * s.o * s.oh * s.ow == 0) return;
+  const cudaStream_t st = stream_from(stream);
+  if (variant == 1) {
+    PYGAN_LAUNCH(forward_direct, grid_for(s.n * s.o * s.oh * s.ow), kBlock, 0, st, x, w, b, y, s);
+    return;
+  }
+  const Dims d = dims_of(s);
+  const ForwardProblem prob{x, w, b, y, d, d.o, d.n * d.oh * d.ow, d.c * d.kh * d.kw};
+  if (prob.K == 0) {  // no input channels: y = bias (or 0)
+    PYGAN_LAUNCH(forward_direct, grid_for(s.n * s.o * s.oh * s.ow), kBlock, 0, st, x, w, b, y, s);
+    return;
+  }
+  launch_gemm(prob, variant, nullptr, 1, prob.K, st);
+}
+
+void conv2d_backward_data(const float* dy, const float* w, float* dx, const Conv2dShape& s, int variant,
+                          std::uintptr_t stream) {
+  variant = resolve(variant);
+  check_dims(s);
+  if (s.n * s.c * s.h * s.w == 0) return;
+  const cudaStream_t st = stream_from(stream);
+  if (variant == 1 || s.o * s.oh * s.ow == 0) {
+    PYGAN_LAUNCH(backward_data_direct, grid_for(s.n * s.c * s.h * s.w), kBlock, 0, st, dy, w, dx, s);
+    return;
+  }
+  const Dims d = dims_of(s);
+  const BackwardDataProblem prob{dy, w, dx, d, d.c, d.n * d.h * d.w, d.o * d.kh * d.kw};
+  launch_gemm(prob, variant, nullptr, 1, prob.K, st);
+}
+
+std::int64_t conv2d_backward_weight_workspace_size(const Conv2dShape& s, int variant) {
+  variant = resolve(variant);
+  check_dims(s);
+  if (variant == 1 || empty(s)) return 0;
+  const SplitPlan plan = split_plan(s, variant);
+  return plan.splits > 1 ? static_cast<std::int64_t>(plan.splits) * s.o * s.c * s.kh * s.kw : 0;
+}
+
+void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* workspace, const Conv2dShape& s,
+                            int variant, std::uintptr_t stream) {
+  variant = resolve(variant);
+  check_dims(s);
+  const std::int64_t count = s.o * s.c * s.kh * s.kw;
+  if (count == 0) return;
+  const cudaStream_t st = stream_from(stream);
+  if (empty(s)) {  // nothing to sum over: dw = 0
+    CUDA_CHECK(cudaMemsetAsync(dw, 0, count * sizeof(float), st));
+    return;
+  }
+  if (variant == 1) {
+    PYGAN_LAUNCH(backward_weight_direct, grid_for(count), kBlock, 0, st, x, dy, dw, s);
+    return;
+  }
+  const Dims d = dims_of(s);
+  const BackwardWeightProblem prob{x, dy, dw, d, d.o, d.c * d.kh * d.kw, d.n * d.oh * d.ow};
+  const SplitPlan plan = split_plan(s, variant);
+  if (plan.splits > 1 && workspace == nullptr)
+    throw std::invalid_argument("conv2d_backward_weight: this shape needs a workspace of " +
+                                std::to_string(conv2d_backward_weight_workspace_size(s, variant)) + " floats");
+  launch_gemm(prob, variant, workspace, plan.splits, plan.kchunk, st);
+  if (plan.splits > 1) PYGAN_LAUNCH(sum_splits, grid_for(count), kBlock, 0, st, workspace, dw, count, plan.splits);
+}
+
+void conv2d_bias_backward(const float* dy, float* db, std::int64_t n, std::int64_t c, std::int64_t hw,
+                          std::uintptr_t stream) {
+  if (c == 0) return;
+  if (n * hw == 0) {
+    CUDA_CHECK(cudaMemsetAsync(db, 0, c * sizeof(float), stream_from(stream)));
+    return;
+  }
+  PYGAN_LAUNCH(channel_sum, static_cast<unsigned>(c), kBlock, 0, stream_from(stream), dy, db, n, c, hw);
+}
+
+}  // namespace pygan

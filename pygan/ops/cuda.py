@@ -1,0 +1,112 @@
+"""CuPy backend of the op registry: our CUDA kernels (pygan._C) on CuPy arrays.
+
+Every function has the reference's exact signature (tests/test_ops_parity.py checks it); the
+wrappers themselves live in native.py, shared with the host-emulation module used by the tests.
+They make inputs contiguous, allocate outputs with cupy.empty, and launch on CuPy's current
+stream. `backend()` returns the wrapper object, whose methods also take `variant=` (benchmarks,
+tests). Importing this module needs no CuPy; the first call does.
+
+The conv2d_* / conv_transpose2d_* / batch_norm_* ops (issue 5) are at the end of this file.
+"""
+
+from .native import make_backend
+
+_backend = None
+
+
+def backend():
+    """The CuPy-backed NativeOps (built on first use; RuntimeError when CUDA cannot be used)."""
+    global _backend
+    if _backend is None:
+        from ..backend import native, require_cupy
+
+        cupy = require_cupy()
+        _backend = make_backend(native(), cupy, lambda: cupy.cuda.get_current_stream().ptr)
+    return _backend
+
+
+def leaky_relu_forward(x, negative_slope):
+    return backend().leaky_relu_forward(x, negative_slope)
+
+
+def leaky_relu_backward(x, dy, negative_slope):
+    return backend().leaky_relu_backward(x, dy, negative_slope)
+
+
+def tanh_forward(x):
+    return backend().tanh_forward(x)
+
+
+def tanh_backward(y, dy):
+    return backend().tanh_backward(y, dy)
+
+
+def sigmoid_forward(x):
+    return backend().sigmoid_forward(x)
+
+
+def sigmoid_backward(y, dy):
+    return backend().sigmoid_backward(y, dy)
+
+
+def binary_cross_entropy_with_logits_forward(logits, target):
+    return backend().binary_cross_entropy_with_logits_forward(logits, target)
+
+
+def binary_cross_entropy_with_logits_backward(logits, target, dloss):
+    return backend().binary_cross_entropy_with_logits_backward(logits, target, dloss)
+
+
+def adam_step(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay):
+    backend().adam_step(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay)
+
+
+# ==== issue 5: conv2d, conv_transpose2d, batch norm (kernels: csrc/conv2d.cu, csrc/batchnorm.cu) ====
+# Variant: backend().<op>(..., variant=k), or pygan.ops.native_conv_bn.VARIANTS[family] = k.
+
+
+def conv2d_forward(x, w, b, stride, padding):
+    return backend().conv2d_forward(x, w, b, stride, padding)
+
+
+def conv2d_backward(x, w, dy, stride, padding, has_bias):
+    return backend().conv2d_backward(x, w, dy, stride, padding, has_bias)
+
+
+def conv2d_backward_data(dy, w, x_shape, stride, padding):
+    return backend().conv2d_backward_data(dy, w, x_shape, stride, padding)
+
+
+def conv2d_backward_weight(x, dy, w_shape, stride, padding):
+    return backend().conv2d_backward_weight(x, dy, w_shape, stride, padding)
+
+
+def conv_transpose2d_forward(x, w, b, stride, padding, output_padding):
+    return backend().conv_transpose2d_forward(x, w, b, stride, padding, output_padding)
+
+
+def conv_transpose2d_backward(x, w, dy, stride, padding, output_padding, has_bias):
+    return backend().conv_transpose2d_backward(x, w, dy, stride, padding, output_padding, has_bias)
+
+
+def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps):
+    return backend().batch_norm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps)
+
+
+def batch_norm_backward(x, gamma, dy, mean, rstd, training):
+    return backend().batch_norm_backward(x, gamma, dy, mean, rstd, training)
+
+
+# Fused batch norm + leaky ReLU (slope 0: ReLU): not registry ops; their specification is
+# reference.batch_norm_leaky_relu_forward / _backward.
+def batch_norm_leaky_relu_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps, negative_slope):
+    return backend().batch_norm_leaky_relu_forward(
+        x, gamma, beta, running_mean, running_var, training, momentum, eps, negative_slope
+    )
+
+
+def batch_norm_leaky_relu_backward(x, gamma, beta, dy, mean, rstd, training, negative_slope):
+    return backend().batch_norm_leaky_relu_backward(x, gamma, beta, dy, mean, rstd, training, negative_slope)
+
+
+# ==== end issue 5 =================================================================================

@@ -1,0 +1,176 @@
+"""The op wrappers over a native kernel module, written once for both of its builds.
+
+`make_backend(native, xp, stream_fn)` returns an object whose methods are the ops of
+`pygan.ops.OPS` that have kernels, with the reference's signatures plus a keyword-only `variant`
+(0: the kernel family's default; 1..n: `native.variants()[family][k-1]`). Each method makes its
+inputs contiguous, allocates outputs with `xp.empty`, and calls the native launcher on stream
+`stream_fn()`; the native module validates every argument (ValueError naming it) before any
+kernel runs.
+
+    cuda.py      make_backend(pygan._C, cupy, lambda: cupy.cuda.get_current_stream().ptr)
+    emulated.py  make_backend(pygan._emu, numpy, lambda: 0)   the same kernels on the CPU, for tests
+
+The conv2d_* / conv_transpose2d_* / batch_norm_* methods (issue 5) are attached at the end of this
+file; their wrapper logic is native_conv_bn.py's.
+Arguments were validated by the registry (pygan.ops) when called through it.
+"""
+
+import numpy as np
+
+
+def make_backend(native, xp, stream_fn):
+    return NativeOps(native, xp, stream_fn)
+
+
+class NativeOps:
+    def __init__(self, native, xp, stream_fn):
+        self.native, self.xp, self.stream = native, xp, stream_fn
+
+    def variants(self):
+        """{family: [variant names]}; variant k is names[k-1]."""
+        return self.native.variants()
+
+    def _out(self, shape):
+        return self.xp.empty(tuple(shape), dtype=np.float32)
+
+    def _in(self, a):
+        # (not ascontiguousarray alone: it turns a 0-d array into shape (1,))
+        return a if a.flags.c_contiguous else self.xp.ascontiguousarray(a)
+
+    # -- pointwise ---------------------------------------------------------------------------
+    def leaky_relu_forward(self, x, negative_slope, *, variant=0):
+        x = self._in(x)
+        y = self._out(x.shape)
+        self.native.leaky_relu_forward(x, y, float(negative_slope), variant, self.stream())
+        return y
+
+    def leaky_relu_backward(self, x, dy, negative_slope, *, variant=0):
+        x, dy = self._in(x), self._in(dy)
+        dx = self._out(x.shape)
+        self.native.leaky_relu_backward(x, dy, dx, float(negative_slope), variant, self.stream())
+        return dx
+
+    def tanh_forward(self, x, *, variant=0):
+        x = self._in(x)
+        y = self._out(x.shape)
+        self.native.tanh_forward(x, y, 0.0, variant, self.stream())
+        return y
+
+    def tanh_backward(self, y, dy, *, variant=0):
+        y, dy = self._in(y), self._in(dy)
+        dx = self._out(y.shape)
+        self.native.tanh_backward(y, dy, dx, 0.0, variant, self.stream())
+        return dx
+
+    def sigmoid_forward(self, x, *, variant=0):
+        x = self._in(x)
+        y = self._out(x.shape)
+        self.native.sigmoid_forward(x, y, 0.0, variant, self.stream())
+        return y
+
+    def sigmoid_backward(self, y, dy, *, variant=0):
+        y, dy = self._in(y), self._in(dy)
+        dx = self._out(y.shape)
+        self.native.sigmoid_backward(y, dy, dx, 0.0, variant, self.stream())
+        return dx
+
+    # -- loss --------------------------------------------------------------------------------
+    def binary_cross_entropy_with_logits_forward(self, logits, target, *, variant=0):
+        logits, target = self._in(logits), self._in(target)
+        n = self.native.bce_workspace_size(int(logits.size), variant)
+        workspace = self._out((n,)) if n else None
+        loss = self._out(())
+        self.native.binary_cross_entropy_with_logits_forward(logits, target, workspace, loss, variant, self.stream())
+        return loss
+
+    def binary_cross_entropy_with_logits_backward(self, logits, target, dloss, *, variant=0):
+        logits, target = self._in(logits), self._in(target)
+        # dloss: a Python number or a one-element array (stays on the device when it is there)
+        dloss = self.xp.ascontiguousarray(self.xp.asarray(dloss, dtype=np.float32).reshape(1))
+        dlogits = self._out(logits.shape)
+        self.native.binary_cross_entropy_with_logits_backward(logits, target, dloss, dlogits, variant, self.stream())
+        return dlogits
+
+    # -- Adam --------------------------------------------------------------------------------
+    def adam_step(self, params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay, *, variant=0):
+        # In place: the arrays go through as they are (a non-contiguous one is a ValueError, since
+        # updating a contiguous copy would lose the update).
+        self.native.adam_step(
+            list(params), [self._in(g) for g in grads], list(exp_avgs), list(exp_avg_sqs),
+            int(step), float(lr), float(beta1), float(beta2), float(eps), float(weight_decay),
+            variant, self.stream(),
+        )
+
+
+# ==== issue 5: conv2d, conv_transpose2d, batch norm (+ fused leaky ReLU) ===========================
+# The wrappers live in native_conv_bn.py (class Native); here they become NativeOps methods with the
+# reference's parameters plus keyword-only `variant` (0: native_conv_bn.VARIANTS[family], itself 0 =
+# the kernel file's default).
+
+
+def _issue5_native(self, family, variant):
+    from .native_conv_bn import Native
+
+    return Native(self.native, self.xp, self.stream, variants={family: variant} if variant else None)
+
+
+def _conv2d_forward(self, x, w, b, stride, padding, *, variant=0):
+    return _issue5_native(self, "conv2d", variant).conv2d_forward(x, w, b, stride, padding)
+
+
+def _conv2d_backward(self, x, w, dy, stride, padding, has_bias, *, variant=0):
+    return _issue5_native(self, "conv2d", variant).conv2d_backward(x, w, dy, stride, padding, has_bias)
+
+
+def _conv2d_backward_data(self, dy, w, x_shape, stride, padding, *, variant=0):
+    return _issue5_native(self, "conv2d", variant).conv2d_backward_data(dy, w, x_shape, stride, padding)
+
+
+def _conv2d_backward_weight(self, x, dy, w_shape, stride, padding, *, variant=0):
+    return _issue5_native(self, "conv2d", variant).conv2d_backward_weight(x, dy, w_shape, stride, padding)
+
+
+def _conv_transpose2d_forward(self, x, w, b, stride, padding, output_padding, *, variant=0):
+    return _issue5_native(self, "conv2d", variant).conv_transpose2d_forward(x, w, b, stride, padding, output_padding)
+
+
+def _conv_transpose2d_backward(self, x, w, dy, stride, padding, output_padding, has_bias, *, variant=0):
+    return _issue5_native(self, "conv2d", variant).conv_transpose2d_backward(
+        x, w, dy, stride, padding, output_padding, has_bias
+    )
+
+
+def _batch_norm_forward(self, x, gamma, beta, running_mean, running_var, training, momentum, eps, *, variant=0):
+    return _issue5_native(self, "batch_norm", variant).batch_norm_forward(
+        x, gamma, beta, running_mean, running_var, training, momentum, eps
+    )
+
+
+def _batch_norm_backward(self, x, gamma, dy, mean, rstd, training, *, variant=0):
+    return _issue5_native(self, "batch_norm", variant).batch_norm_backward(x, gamma, dy, mean, rstd, training)
+
+
+def _batch_norm_leaky_relu_forward(
+    self, x, gamma, beta, running_mean, running_var, training, momentum, eps, negative_slope, *, variant=0
+):
+    return _issue5_native(self, "batch_norm", variant).batch_norm_leaky_relu_forward(
+        x, gamma, beta, running_mean, running_var, training, momentum, eps, negative_slope
+    )
+
+
+def _batch_norm_leaky_relu_backward(self, x, gamma, beta, dy, mean, rstd, training, negative_slope, *, variant=0):
+    return _issue5_native(self, "batch_norm", variant).batch_norm_leaky_relu_backward(
+        x, gamma, beta, dy, mean, rstd, training, negative_slope
+    )
+
+
+for _name in (
+    "conv2d_forward", "conv2d_backward", "conv2d_backward_data", "conv2d_backward_weight",
+    "conv_transpose2d_forward", "conv_transpose2d_backward", "batch_norm_forward", "batch_norm_backward",
+    "batch_norm_leaky_relu_forward", "batch_norm_leaky_relu_backward",
+):
+    _fn = globals()["_" + _name]
+    _fn.__name__ = _fn.__qualname__ = _name
+    setattr(NativeOps, _name, _fn)
+del _name, _fn
+# ==== end issue 5 =================================================================================

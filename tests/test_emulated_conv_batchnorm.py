@@ -1,0 +1,308 @@
+"""Issue 5 kernels (csrc/conv2d.cu, csrc/batchnorm.cu) under host emulation, against the reference.
+
+Every variant of every computation runs in pygan._emu (the CUDA sources compiled by g++ with
+csrc/emu/cuda_emu.h) through the same wrapper code the CUDA backend uses
+(pygan/ops/native_conv_bn.py), on float32 inputs; the reference runs in float64 on the same
+values. Emulation runs one std::thread per CUDA thread, so shapes stay small (N <= 2, C <= 5,
+H, W <= 9).
+
+Tolerances (|out - ref| <= atol + rtol * |ref|):
+  conv2d / conv_transpose2d, all three computations: atol 1e-4, rtol 1e-4 (float32 sums of at
+      most a few hundred products of N(0, 1) values);
+  batch norm (+ leaky ReLU): atol 1e-4, rtol 1e-4 on y, mean, rstd, running stats, dx, dgamma, dbeta.
+"""
+
+import numpy as np
+import pytest
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from pygan.ops import reference as R  # noqa: E402
+
+emu = pytest.importorskip("pygan._emu", reason="pygan._emu (host-emulation module) not built")
+from pygan.ops.native_conv_bn import Native  # noqa: E402
+
+ATOL = RTOL = 1e-4
+CONV_VARIANTS = list(range(1, len(emu.conv2d_variants()) + 1))
+BN_VARIANTS = list(range(1, len(emu.batch_norm_variants()) + 1))
+SETTINGS = dict(deadline=None, derandomize=False, suppress_health_check=[HealthCheck.too_slow])
+
+
+def backend(conv=0, bn=0):
+    return Native(emu, np, variants={"conv2d": conv, "batch_norm": bn})
+
+
+def close(out, ref, what):
+    assert out is not None and ref is not None, what
+    assert out.shape == ref.shape, f"{what}: shape {out.shape} != {ref.shape}"
+    assert out.dtype == np.float32, f"{what}: dtype {out.dtype}"
+    err = np.abs(out.astype(np.float64) - ref)
+    bad = err > ATOL + RTOL * np.abs(ref)
+    assert not bad.any(), f"{what}: max error {err.max():.3g} at {np.argwhere(bad)[0]}"
+
+
+def f32(rng, shape, scale=1.0, shift=0.0):
+    return (rng.standard_normal(shape) * scale + shift).astype(np.float32)
+
+
+# -- conv2d ------------------------------------------------------------------------------------------
+
+
+def check_conv(rng, variant, n, c, h, w, o, kh, kw, stride, padding, bias=True):
+    x, wt = f32(rng, (n, c, h, w)), f32(rng, (o, c, kh, kw))
+    b = f32(rng, (o,)) if bias else None
+    be = backend(conv=variant)
+    x64, w64 = x.astype(np.float64), wt.astype(np.float64)
+    b64 = None if b is None else b.astype(np.float64)
+    tag = f"variant {variant} x{x.shape} w{wt.shape} s{stride} p{padding}"
+    y_ref = R.conv2d_forward(x64, w64, b64, stride, padding)
+    close(be.conv2d_forward(x, wt, b, stride, padding), y_ref, "conv2d_forward " + tag)
+    dy = f32(rng, y_ref.shape)
+    dx_ref, dw_ref, db_ref = R.conv2d_backward(x64, w64, dy.astype(np.float64), stride, padding, bias)
+    dx, dw, db = be.conv2d_backward(x, wt, dy, stride, padding, bias)
+    close(dx, dx_ref, "conv2d dx " + tag)
+    close(dw, dw_ref, "conv2d dw " + tag)
+    if bias:
+        close(db, db_ref, "conv2d db " + tag)
+    else:
+        assert db is None
+    close(be.conv2d_backward_data(dy, wt, x.shape, stride, padding), dx_ref, "conv2d_backward_data " + tag)
+    close(be.conv2d_backward_weight(x, dy, wt.shape, stride, padding), dw_ref, "conv2d_backward_weight " + tag)
+
+
+def check_conv_transpose(rng, variant, n, cin, h, w, cout, kh, kw, stride, padding, output_padding, bias=True):
+    x, wt = f32(rng, (n, cin, h, w)), f32(rng, (cin, cout, kh, kw))
+    b = f32(rng, (cout,)) if bias else None
+    be = backend(conv=variant)
+    x64, w64 = x.astype(np.float64), wt.astype(np.float64)
+    b64 = None if b is None else b.astype(np.float64)
+    tag = f"variant {variant} x{x.shape} w{wt.shape} s{stride} p{padding} op{output_padding}"
+    y_ref = R.conv_transpose2d_forward(x64, w64, b64, stride, padding, output_padding)
+    close(be.conv_transpose2d_forward(x, wt, b, stride, padding, output_padding), y_ref, "convT forward " + tag)
+    dy = f32(rng, y_ref.shape)
+    refs = R.conv_transpose2d_backward(x64, w64, dy.astype(np.float64), stride, padding, output_padding, bias)
+    outs = be.conv_transpose2d_backward(x, wt, dy, stride, padding, output_padding, bias)
+    for name, out, ref in zip(("dx", "dw", "db"), outs, refs):
+        if ref is None:
+            assert out is None
+        else:
+            close(out, ref, f"convT {name} " + tag)
+
+
+@st.composite
+def conv_cases(draw):
+    n = draw(st.integers(1, 2))
+    c = draw(st.sampled_from([1, 2, 3, 5]))
+    o = draw(st.integers(1, 5))
+    h, w = draw(st.integers(1, 9)), draw(st.integers(1, 9))
+    ph, pw = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+    kh = draw(st.integers(1, min(5, h + 2 * ph)))
+    kw = draw(st.integers(1, min(5, w + 2 * pw)))
+    sh, sw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    return n, c, h, w, o, kh, kw, (sh, sw), (ph, pw)
+
+
+@pytest.mark.parametrize("variant", CONV_VARIANTS)
+@settings(max_examples=10, **SETTINGS)
+@given(case=conv_cases(), seed=st.integers(0, 2**32 - 1), bias=st.booleans())
+def test_conv2d_hypothesis(variant, case, seed, bias):
+    check_conv(np.random.default_rng(seed), variant, *case, bias=bias)
+
+
+@st.composite
+def conv_transpose_cases(draw):
+    n = draw(st.integers(1, 2))
+    cin = draw(st.integers(1, 5))
+    cout = draw(st.sampled_from([1, 3, 4]))
+    h, w = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    ph, pw = draw(st.integers(0, kh - 1)), draw(st.integers(0, kw - 1))
+    oph, opw = draw(st.integers(0, sh - 1)), draw(st.integers(0, sw - 1))
+    # the output must be positive and the conv it transposes must be valid
+    if (h - 1) * sh - 2 * ph + kh + oph <= 0 or (w - 1) * sw - 2 * pw + kw + opw <= 0:
+        ph = pw = 0
+    return n, cin, h, w, cout, kh, kw, (sh, sw), (ph, pw), (oph, opw)
+
+
+@pytest.mark.parametrize("variant", CONV_VARIANTS)
+@settings(max_examples=8, **SETTINGS)
+@given(case=conv_transpose_cases(), seed=st.integers(0, 2**32 - 1), bias=st.booleans())
+def test_conv_transpose2d_hypothesis(variant, case, seed, bias):
+    check_conv_transpose(np.random.default_rng(seed), variant, *case, bias=bias)
+
+
+CONV_EDGE_CASES = {
+    # n, c, h, w, o, kh, kw, stride, padding
+    "kernel-equals-padded-input": (2, 3, 3, 4, 2, 5, 6, (1, 1), (1, 1)),
+    "non-square-everything": (1, 2, 7, 4, 3, 3, 2, (2, 1), (0, 1)),
+    "stride-greater-than-kernel": (2, 2, 9, 8, 3, 2, 1, (3, 4), (1, 0)),
+    "one-channel-dcgan-edge": (2, 1, 8, 8, 4, 4, 4, (2, 2), (1, 1)),
+    "three-channels-dcgan-edge": (1, 3, 8, 8, 5, 4, 4, (2, 2), (1, 1)),
+    "dcgan-last-d-layer-4x4-s1-p0": (2, 5, 4, 4, 1, 4, 4, (1, 1), (0, 0)),
+    "m-over-16-uses-64x64-tiles": (2, 3, 6, 6, 20, 3, 3, (1, 1), (1, 1)),
+    "split-k-backward-weight": (2, 2, 9, 9, 3, 3, 3, (1, 1), (1, 1)),
+}
+
+
+@pytest.mark.parametrize("variant", CONV_VARIANTS)
+@pytest.mark.parametrize("case", list(CONV_EDGE_CASES), ids=list(CONV_EDGE_CASES))
+def test_conv2d_edge_cases(rng, variant, case):
+    check_conv(rng, variant, *CONV_EDGE_CASES[case])
+
+
+CONVT_EDGE_CASES = {
+    # n, cin, h, w, cout, kh, kw, stride, padding, output_padding
+    "dcgan-first-g-layer-1x1-to-4x4": (2, 5, 1, 1, 4, 4, 4, (1, 1), (0, 0), (0, 0)),
+    "dcgan-g-4x4-s2-p1-to-3-channels": (1, 4, 4, 4, 3, 4, 4, (2, 2), (1, 1), (0, 0)),
+    "dcgan-g-to-1-channel": (2, 3, 4, 4, 1, 4, 4, (2, 2), (1, 1), (0, 0)),
+    "output-padding-non-square": (1, 2, 3, 4, 3, 3, 2, (3, 2), (1, 0), (2, 1)),
+    "m-over-16": (1, 2, 3, 3, 17, 3, 3, (2, 2), (1, 1), (1, 1)),
+}
+
+
+@pytest.mark.parametrize("variant", CONV_VARIANTS)
+@pytest.mark.parametrize("case", list(CONVT_EDGE_CASES), ids=list(CONVT_EDGE_CASES))
+def test_conv_transpose2d_edge_cases(rng, variant, case):
+    check_conv_transpose(rng, variant, *CONVT_EDGE_CASES[case])
+
+
+@pytest.mark.parametrize("variant", CONV_VARIANTS)
+def test_conv2d_backward_weight_is_deterministic(rng, variant):
+    x, dy = f32(rng, (2, 2, 9, 9)), f32(rng, (2, 3, 9, 9))
+    n_ws = emu.conv2d_backward_weight_workspace_size(x.shape, (3, 2, 3, 3), (1, 1), (1, 1), variant)
+    if variant > 1:
+        assert n_ws > 0, "this shape is meant to exercise the split-K path"
+    be = backend(conv=variant)
+    a = be.conv2d_backward_weight(x, dy, (3, 2, 3, 3), (1, 1), (1, 1))
+    b = be.conv2d_backward_weight(x, dy, (3, 2, 3, 3), (1, 1), (1, 1))
+    assert np.array_equal(a, b)
+
+
+def test_conv2d_variant_names_and_bad_variant():
+    assert len(emu.conv2d_variants()) == len(CONV_VARIANTS) >= 3
+    assert emu.variants()["conv2d"] == emu.conv2d_variants()
+    x, w = np.ones((1, 1, 3, 3), np.float32), np.ones((1, 1, 2, 2), np.float32)
+    y = np.empty((1, 1, 2, 2), np.float32)
+    with pytest.raises(ValueError, match="variant"):
+        emu.conv2d_forward(x, w, None, y, (1, 1), (0, 0), 99, 0)
+
+
+def test_conv2d_bindings_validate_shapes():
+    x, w = np.ones((1, 2, 5, 5), np.float32), np.ones((3, 2, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="y"):
+        emu.conv2d_forward(x, w, None, np.empty((1, 3, 4, 4), np.float32), (1, 1), (0, 0), 0, 0)
+    with pytest.raises(ValueError, match="w"):
+        emu.conv2d_forward(x, np.ones((3, 1, 3, 3), np.float32), None, np.empty((1, 3, 3, 3), np.float32), 1, 0, 0, 0)
+    with pytest.raises(ValueError, match="float32"):
+        emu.conv2d_forward(x.astype(np.float64), w, None, np.empty((1, 3, 3, 3), np.float32), 1, 0, 0, 0)
+    with pytest.raises(ValueError, match="b"):
+        emu.conv2d_forward(x, w, np.ones(2, np.float32), np.empty((1, 3, 3, 3), np.float32), 1, 0, 0, 0)
+    with pytest.raises(ValueError, match="workspace"):
+        emu.conv2d_backward_weight(np.ones((2, 2, 9, 9), np.float32), np.ones((2, 3, 9, 9), np.float32),
+                                   np.empty((3, 2, 3, 3), np.float32), None, 1, 1, 3, 0)
+
+
+# -- batch norm -----------------------------------------------------------------------------------
+
+
+def check_bn(rng, variant, shape, training, affine, running, fused, slope=0.2, momentum=0.1, eps=1e-5):
+    c = shape[1]
+    x = f32(rng, shape, scale=2.0, shift=0.5)
+    gamma = f32(rng, (c,), 0.5, 1.0) if affine else None
+    beta = f32(rng, (c,)) if affine else None
+    rm = f32(rng, (c,)) if running else None
+    rv = (rng.random(c) + 0.5).astype(np.float32) if running else None
+    to64 = lambda a: None if a is None else a.astype(np.float64)  # noqa: E731
+    rm64, rv64 = to64(rm), to64(rv)
+    be = backend(bn=variant)
+    tag = f"variant {variant} {shape} training={training} affine={affine} running={running} fused={fused}"
+    if fused:
+        outs = be.batch_norm_leaky_relu_forward(x, gamma, beta, rm, rv, training, momentum, eps, slope)
+        refs = R.batch_norm_leaky_relu_forward(to64(x), to64(gamma), to64(beta), rm64, rv64, training, momentum, eps, slope)
+    else:
+        outs = be.batch_norm_forward(x, gamma, beta, rm, rv, training, momentum, eps)
+        refs = R.batch_norm_forward(to64(x), to64(gamma), to64(beta), rm64, rv64, training, momentum, eps)
+    for name, out, ref in zip(("y", "mean", "rstd"), outs, refs):
+        close(out, ref, f"bn forward {name} " + tag)
+    if running:
+        close(rm, rm64, "running_mean " + tag)
+        close(rv, rv64, "running_var " + tag)
+    dy = f32(rng, shape)
+    mean, rstd = outs[1], outs[2]
+    if fused:
+        gouts = be.batch_norm_leaky_relu_backward(x, gamma, beta, dy, mean, rstd, training, slope)
+        grefs = R.batch_norm_leaky_relu_backward(to64(x), to64(gamma), to64(beta), to64(dy), to64(mean),
+                                                 to64(rstd), training, slope)
+    else:
+        gouts = be.batch_norm_backward(x, gamma, dy, mean, rstd, training)
+        grefs = R.batch_norm_backward(to64(x), to64(gamma), to64(dy), to64(mean), to64(rstd), training)
+    for name, out, ref in zip(("dx", "dgamma", "dbeta"), gouts, grefs):
+        if ref is None:
+            assert out is None, f"{name} should be None " + tag
+        else:
+            close(out, ref, f"bn backward {name} " + tag)
+
+
+@st.composite
+def bn_cases(draw):
+    n = draw(st.integers(1, 3))
+    c = draw(st.integers(1, 5))
+    spatial = draw(st.lists(st.integers(1, 6), min_size=0, max_size=2))
+    shape = (n, c, *spatial)
+    training = draw(st.booleans())
+    if training and n * int(np.prod(spatial, dtype=int)) < 2:
+        shape = (2, c, *spatial)
+    running = draw(st.booleans()) or not training
+    return shape, training, draw(st.booleans()), running, draw(st.booleans())
+
+
+@pytest.mark.parametrize("variant", BN_VARIANTS)
+@settings(max_examples=15, **SETTINGS)
+@given(case=bn_cases(), seed=st.integers(0, 2**32 - 1), slope=st.sampled_from([0.0, 0.2]))
+def test_batch_norm_hypothesis(variant, case, seed, slope):
+    check_bn(np.random.default_rng(seed), variant, *case, slope=slope)
+
+
+@pytest.mark.parametrize("variant", BN_VARIANTS)
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("affine", [True, False], ids=["affine", "plain"])
+@pytest.mark.parametrize("fused", [False, True], ids=["bn", "bn+lrelu"])
+def test_batch_norm_grid(rng, variant, training, affine, fused):
+    # M = 16 (float4 path of variant 2) and a batch of 2; running stats present
+    check_bn(rng, variant, (2, 3, 4, 4), training, affine, True, fused)
+    if training:  # and without running stats, odd M (scalar path)
+        check_bn(rng, variant, (2, 2, 3, 3), training, affine, False, fused, slope=0.0)
+
+
+def test_batch_norm_bindings_validate():
+    x = np.ones((2, 3, 4), np.float32)
+    out = lambda *s: np.empty(s, np.float32)  # noqa: E731
+    with pytest.raises(ValueError, match="running"):
+        emu.batch_norm_forward(x, None, None, None, None, out(2, 3, 4), out(3), out(3), False, 0.1, 1e-5)
+    with pytest.raises(ValueError, match="gamma"):
+        emu.batch_norm_forward(x, out(4), None, None, None, out(2, 3, 4), out(3), out(3), True, 0.1, 1e-5)
+    with pytest.raises(ValueError, match="y"):
+        emu.batch_norm_forward(x, None, None, None, None, out(2, 3, 5), out(3), out(3), True, 0.1, 1e-5)
+    with pytest.raises(ValueError, match="variant"):
+        emu.batch_norm_forward(x, None, None, None, None, out(2, 3, 4), out(3), out(3), True, 0.1, 1e-5, 0, 0.0, 7)
+
+
+def test_through_shared_native_ops_wrappers(rng):
+    """The NativeOps methods (pygan/ops/native.py, as the CUDA backend uses them) with variant=."""
+    from pygan.ops import emulated
+
+    ops = emulated.backend()
+    x, w, b = f32(rng, (2, 3, 6, 5)), f32(rng, (4, 3, 4, 4)), f32(rng, (4,))
+    ref = R.conv2d_forward(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), 2, 1)
+    for v in CONV_VARIANTS:
+        close(ops.conv2d_forward(x, w, b, 2, 1, variant=v), ref, f"NativeOps conv2d_forward variant {v}")
+    xt = f32(rng, (2, 4, 3, 3))
+    ref = R.conv_transpose2d_forward(xt.astype(np.float64), w.astype(np.float64), None, 2, 1, 1)
+    close(ops.conv_transpose2d_forward(xt, w, None, 2, 1, 1, variant=0), ref, "NativeOps convT forward")
+    xb = f32(rng, (2, 3, 4, 4))
+    y, mean, rstd = ops.batch_norm_leaky_relu_forward(xb, None, None, None, None, True, 0.1, 1e-5, 0.0, variant=1)
+    yr, mr, sr = R.batch_norm_leaky_relu_forward(xb.astype(np.float64), None, None, None, None, True, 0.1, 1e-5, 0.0)
+    close(y, yr, "NativeOps fused bn y")
