@@ -98,7 +98,6 @@ setup(
         "matplotlib",
         "safetensors",
         "scipy",
-        "numba",
     ],
     extras_require={
         "cuda": ["cupy-cuda13x"],
