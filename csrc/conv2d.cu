@@ -21,16 +21,26 @@
 //      micro-tile (strided, conflict-light shared reads); a 16x128 tile with 1x8 micro-tiles when
 //      M <= 16 (the 1- and 3-channel edge layers of DCGAN). DEFAULT: most optimised verified
 //      variant, chosen without measurement: GPU timing is still owed (no GPU on the CI machine).
+//   4: variant 3 plus 128-bit (float4) global loads of the tile operands: each thread gathers 4
+//      consecutive A entries along K and 4 consecutive B entries along N, and loads them as one
+//      float4 where they are contiguous, in range and 16-byte aligned (scalar loads otherwise)
+//   5: OPT-IN TF32 tensor cores (wmma m16n16k8, precision::tf32, fp32 accumulation), 64x64 tile,
+//      16-deep K tiles, 4 warps of 32x32; operands rounded to TF32 (10-bit mantissa), so it is
+//      tested at a looser tolerance and never the default. nvcc only (sm_80+): under emulation
+//      selecting it raises ValueError (tensor-core instructions are not emulated).
 // Determinism: no variant uses atomics; every output is a fixed-order sum. Backward-weight in
-// variants 2 and 3 splits its long K (batch*OH*OW) over gridDim.z blocks that write partial sums
+// variants 2-5 splits its long K (batch*OH*OW) over gridDim.z blocks that write partial sums
 // to a workspace (conv2d_backward_weight_workspace_size floats), then one kernel adds the splits
 // in order: bitwise reproducible run to run.
-// Not written (yet): vectorised (float4) tile loads, a TF32 tensor-core variant, stride-aware
-// backward-data (variant 2/3 backward-data multiplies the structural zeros of strided convs).
+// Not written (yet): stride-aware backward-data (variants 2-5 multiply the structural zeros of strided
+// convs in backward-data).
 #include "common.cuh"
 #include "launchers.h"
 
 #include <climits>
+#if !defined(PYGAN_EMULATION)
+#include <mma.h>
+#endif
 
 namespace pygan {
 namespace {
@@ -113,13 +123,19 @@ Dims dims_of(const Conv2dShape& s) {
           int(s.oh), int(s.ow), int(s.sh), int(s.sw), int(s.ph), int(s.pw)};
 }
 
-// x[n, c, p*sh - ph + i, q*sw - pw + j] for patch entry k = (c, i, j) and output position col = (n, p, q).
-__device__ __forceinline__ float im2col(const float* x, const Dims& d, int k, int col) {
+// Index into x of x[n, c, p*sh - ph + i, q*sw - pw + j] for patch entry k = (c, i, j) and output
+// position col = (n, p, q); -1 where that falls in the padding.
+__device__ __forceinline__ int im2col_index(const Dims& d, int k, int col) {
   const int khw = d.kh * d.kw, ohw = d.oh * d.ow;
   const int c = k / khw, r = k - c * khw, i = r / d.kw, j = r - i * d.kw;
   const int n = col / ohw, t = col - n * ohw, p = t / d.ow, q = t - p * d.ow;
   const int h = p * d.sh - d.ph + i, v = q * d.sw - d.pw + j;
-  return (h >= 0 && h < d.h && v >= 0 && v < d.w) ? x[((n * d.c + c) * d.h + h) * d.w + v] : 0.0f;
+  return (h >= 0 && h < d.h && v >= 0 && v < d.w) ? ((n * d.c + c) * d.h + h) * d.w + v : -1;
+}
+
+__device__ __forceinline__ float im2col(const float* x, const Dims& d, int k, int col) {
+  const int idx = im2col_index(d, k, col);
+  return idx >= 0 ? x[idx] : 0.0f;
 }
 
 struct ForwardProblem {
@@ -131,6 +147,11 @@ struct ForwardProblem {
   int M, N, K;
   __device__ __forceinline__ float a(int m, int k) const { return w[m * K + k]; }
   __device__ __forceinline__ float bval(int k, int col) const { return im2col(x, d, k, col); }
+  // variant 4: the same entries as (base pointer, index or -1 for a structural zero)
+  __device__ __forceinline__ const float* aptr() const { return w; }
+  __device__ __forceinline__ int a_index(int m, int k) const { return m * K + k; }
+  __device__ __forceinline__ const float* bptr() const { return x; }
+  __device__ __forceinline__ int b_index(int k, int col) const { return im2col_index(d, k, col); }
   __device__ __forceinline__ void store(int m, int col, float v) const {
     const int ohw = d.oh * d.ow, n = col / ohw, t = col - n * ohw;
     y[(n * d.o + m) * ohw + t] = v + (b ? b[m] : 0.0f);
@@ -144,20 +165,28 @@ struct BackwardDataProblem {
   Dims d;
   int M, N, K;
   // m = c, k = (o, i, j): w[o, c, i, j]
-  __device__ __forceinline__ float a(int m, int k) const {
+  __device__ __forceinline__ int a_index(int m, int k) const {
     const int khw = d.kh * d.kw, o = k / khw, r = k - o * khw;
-    return w[(o * d.c + m) * khw + r];
+    return (o * d.c + m) * khw + r;
   }
+  __device__ __forceinline__ float a(int m, int k) const { return w[a_index(m, k)]; }
   // k = (o, i, j), col = (n, h, v): dy[n, o, p, q] when h = p*sh - ph + i, v = q*sw - pw + j
-  __device__ __forceinline__ float bval(int k, int col) const {
+  // (index into dy, or -1 for a structural zero)
+  __device__ __forceinline__ int b_index(int k, int col) const {
     const int khw = d.kh * d.kw, o = k / khw, r = k - o * khw, i = r / d.kw, j = r - i * d.kw;
     const int hw = d.h * d.w, n = col / hw, t = col - n * hw, h = t / d.w, v = t - h * d.w;
     const int th = h + d.ph - i, tw = v + d.pw - j;
-    if (th < 0 || tw < 0) return 0.0f;
+    if (th < 0 || tw < 0) return -1;
     const int p = th / d.sh, q = tw / d.sw;
-    if (p * d.sh != th || q * d.sw != tw || p >= d.oh || q >= d.ow) return 0.0f;
-    return dy[((n * d.o + o) * d.oh + p) * d.ow + q];
+    if (p * d.sh != th || q * d.sw != tw || p >= d.oh || q >= d.ow) return -1;
+    return ((n * d.o + o) * d.oh + p) * d.ow + q;
   }
+  __device__ __forceinline__ float bval(int k, int col) const {
+    const int idx = b_index(k, col);
+    return idx >= 0 ? dy[idx] : 0.0f;
+  }
+  __device__ __forceinline__ const float* aptr() const { return w; }
+  __device__ __forceinline__ const float* bptr() const { return dy; }
   __device__ __forceinline__ void store(int m, int col, float v) const {
     const int hw = d.h * d.w, n = col / hw, t = col - n * hw;
     dx[(n * d.c + m) * hw + t] = v;
@@ -171,22 +200,49 @@ struct BackwardWeightProblem {
   Dims d;
   int M, N, K;
   // m = o, k = (n, p, q)
-  __device__ __forceinline__ float a(int m, int k) const {
+  __device__ __forceinline__ int a_index(int m, int k) const {
     const int ohw = d.oh * d.ow, n = k / ohw, t = k - n * ohw;
-    return dy[(n * d.o + m) * ohw + t];
+    return (n * d.o + m) * ohw + t;
   }
+  __device__ __forceinline__ float a(int m, int k) const { return dy[a_index(m, k)]; }
   __device__ __forceinline__ float bval(int k, int col) const { return im2col(x, d, col, k); }
+  __device__ __forceinline__ const float* aptr() const { return dy; }
+  __device__ __forceinline__ const float* bptr() const { return x; }
+  __device__ __forceinline__ int b_index(int k, int col) const { return im2col_index(d, col, k); }
   __device__ __forceinline__ void store(int m, int col, float v) const { dw[m * N + col] = v; }
 };
 
-// ---- variants 2 and 3: tiled implicit GEMM -------------------------------------------------------
+// ---- variant 4: 4 gathered entries as one float4 load where possible ------------------------------
+// idx: indices into p of 4 operand entries (-1: a structural zero). One 128-bit load when they are
+// consecutive, start on a multiple of 4 and p is 16-byte aligned; scalar loads otherwise.
+__device__ __forceinline__ void load4(const float* p, bool p_aligned, const int (&idx)[4], float (&v)[4]) {
+  if (p_aligned && idx[0] >= 0 && (idx[0] & 3) == 0 && idx[1] == idx[0] + 1 && idx[2] == idx[0] + 2 &&
+      idx[3] == idx[0] + 3) {
+    const float4 q = *reinterpret_cast<const float4*>(p + idx[0]);
+    v[0] = q.x;
+    v[1] = q.y;
+    v[2] = q.z;
+    v[3] = q.w;
+  } else {
+#pragma unroll
+    for (int t = 0; t < 4; ++t) v[t] = idx[t] >= 0 ? p[idx[t]] : 0.0f;
+  }
+}
+
+__device__ __forceinline__ bool aligned16(const float* p) {
+  return (reinterpret_cast<std::uintptr_t>(p) & 15u) == 0;
+}
+
+// ---- variants 2, 3 and 4: tiled implicit GEMM ---------------------------------------------------
 // Block (BM/TM)*(BN/TN) threads computes a BM x BN tile of the M x N output; each thread owns a
 // TM x TN micro-tile at rows ty + i*(BM/TM), cols tx + j*(BN/TN) (consecutive threads on
 // consecutive columns: coalesced stores, conflict-free shared reads). blockIdx.z picks a slice
 // [z*kchunk, (z+1)*kchunk) of K; with gridDim.z > 1 the partial sums go to ws[z][m][col].
-template <class P, int BM, int BN, int BK, int TM, int TN>
+// VEC (variant 4): operands gathered 4 at a time (4 along K for A, 4 along N for B) through load4.
+template <class P, int BM, int BN, int BK, int TM, int TN, bool VEC>
 __global__ void __launch_bounds__((BM / TM) * (BN / TN)) gemm_tiled(P prob, float* ws, int kchunk) {
   constexpr int TX = BN / TN, TY = BM / TM, NT = TX * TY;
+  static_assert(!VEC || (BK % 4 == 0 && BN % 4 == 0), "VEC loads 4 at a time");
   __shared__ float As[BK][BM + 1];
   __shared__ float Bs[BK][BN];
   const int tid = threadIdx.x, tx = tid % TX, ty = tid / TX;
@@ -200,13 +256,39 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN)) gemm_tiled(P prob, floa
     for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
 
   for (int k0 = kbeg; k0 < kend; k0 += BK) {
-    for (int idx = tid; idx < BM * BK; idx += NT) {
-      const int mm = idx / BK, kk = idx - mm * BK, m = m0 + mm, k = k0 + kk;
-      As[kk][mm] = (m < prob.M && k < kend) ? prob.a(m, k) : 0.0f;
-    }
-    for (int idx = tid; idx < BK * BN; idx += NT) {
-      const int kk = idx / BN, nn = idx - kk * BN, col = n0 + nn, k = k0 + kk;
-      Bs[kk][nn] = (col < prob.N && k < kend) ? prob.bval(k, col) : 0.0f;
+    if constexpr (VEC) {
+      const float* ap = prob.aptr();
+      const float* bp = prob.bptr();
+      const bool a_al = aligned16(ap), b_al = aligned16(bp);
+      for (int g = tid; g < BM * BK / 4; g += NT) {
+        const int mm = g / (BK / 4), kk = (g - mm * (BK / 4)) * 4, m = m0 + mm, k = k0 + kk;
+        int idx[4];
+        float v[4];
+#pragma unroll
+        for (int t = 0; t < 4; ++t) idx[t] = (m < prob.M && k + t < kend) ? prob.a_index(m, k + t) : -1;
+        load4(ap, a_al, idx, v);
+#pragma unroll
+        for (int t = 0; t < 4; ++t) As[kk + t][mm] = v[t];
+      }
+      for (int g = tid; g < BK * BN / 4; g += NT) {
+        const int kk = g / (BN / 4), nn = (g - kk * (BN / 4)) * 4, col = n0 + nn, k = k0 + kk;
+        int idx[4];
+        float v[4];
+#pragma unroll
+        for (int t = 0; t < 4; ++t) idx[t] = (col + t < prob.N && k < kend) ? prob.b_index(k, col + t) : -1;
+        load4(bp, b_al, idx, v);
+#pragma unroll
+        for (int t = 0; t < 4; ++t) Bs[kk][nn + t] = v[t];
+      }
+    } else {
+      for (int idx = tid; idx < BM * BK; idx += NT) {
+        const int mm = idx / BK, kk = idx - mm * BK, m = m0 + mm, k = k0 + kk;
+        As[kk][mm] = (m < prob.M && k < kend) ? prob.a(m, k) : 0.0f;
+      }
+      for (int idx = tid; idx < BK * BN; idx += NT) {
+        const int kk = idx / BN, nn = idx - kk * BN, col = n0 + nn, k = k0 + kk;
+        Bs[kk][nn] = (col < prob.N && k < kend) ? prob.bval(k, col) : 0.0f;
+      }
     }
     __syncthreads();
 #pragma unroll
@@ -240,6 +322,77 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN)) gemm_tiled(P prob, floa
   }
 }
 
+// ---- variant 5: TF32 tensor cores (nvcc, sm_80+ only) ---------------------------------------------
+// 128 threads = 4 warps; warp w computes the 32x32 quarter (w / 2, w % 2) of a 64x64 tile as 2x2
+// wmma 16x16 accumulators, K in steps of 8. Operands are gathered as in variant 2/3 (scalar loads),
+// rounded to TF32 on the way into shared memory; fp32 accumulation; the tile goes through shared
+// memory so the epilogue (bounds, bias, split-K workspace) is the same as gemm_tiled's.
+#if !defined(PYGAN_EMULATION)
+template <class P>
+__global__ void __launch_bounds__(128) gemm_wmma_tf32(P prob, float* ws, int kchunk) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+  namespace wmma = nvcuda::wmma;
+  constexpr int BM = 64, BN = 64, BK = 16, NT = 128;
+  constexpr int LDA = BK + 4, LDB = BN + 4, LDC = BN + 4;  // multiples of 4; fragment starts 32-byte aligned
+  __shared__ __align__(32) float As[BM * LDA];  // (m, k) row-major
+  __shared__ __align__(32) float Bs[BK * LDB];  // (k, n) row-major
+  __shared__ __align__(32) float Cs[BM * LDC];
+  const int tid = threadIdx.x, warp = tid / 32;
+  const int wm = (warp / 2) * 32, wn = (warp % 2) * 32;
+  const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+  const int kbeg = blockIdx.z * kchunk;
+  const int kend = min(prob.K, kbeg + kchunk);
+  wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[2][2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
+
+  for (int k0 = kbeg; k0 < kend; k0 += BK) {
+    for (int idx = tid; idx < BM * BK; idx += NT) {
+      const int mm = idx / BK, kk = idx - mm * BK, m = m0 + mm, k = k0 + kk;
+      As[mm * LDA + kk] = wmma::__float_to_tf32((m < prob.M && k < kend) ? prob.a(m, k) : 0.0f);
+    }
+    for (int idx = tid; idx < BK * BN; idx += NT) {
+      const int kk = idx / BN, nn = idx - kk * BN, col = n0 + nn, k = k0 + kk;
+      Bs[kk * LDB + nn] = wmma::__float_to_tf32((col < prob.N && k < kend) ? prob.bval(k, col) : 0.0f);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int ks = 0; ks < BK; ks += 8) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fa[2];
+      wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fb[2];
+#pragma unroll
+      for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(fa[i], As + (wm + 16 * i) * LDA + ks, LDA);
+#pragma unroll
+      for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(fb[j], Bs + ks * LDB + wn + 16 * j, LDB);
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+    }
+    __syncthreads();
+  }
+
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+      wmma::store_matrix_sync(Cs + (wm + 16 * i) * LDC + wn + 16 * j, acc[i][j], LDC, wmma::mem_row_major);
+  __syncthreads();
+  for (int idx = tid; idx < BM * BN; idx += NT) {
+    const int mm = idx / BN, nn = idx - mm * BN, m = m0 + mm, col = n0 + nn;
+    if (m >= prob.M || col >= prob.N) continue;
+    const float v = Cs[mm * LDC + nn];
+    if (gridDim.z > 1)
+      ws[(static_cast<std::int64_t>(blockIdx.z) * prob.M + m) * prob.N + col] = v;
+    else
+      prob.store(m, col, v);
+  }
+#endif
+}
+#endif  // !PYGAN_EMULATION
+
 // out[i] = sum_z ws[z * count + i], z in order: the deterministic end of split-K.
 __global__ void sum_splits(const float* ws, float* out, std::int64_t count, int splits) {
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < count;
@@ -268,9 +421,15 @@ int grid_for(std::int64_t work) {
   return static_cast<int>(blocks < cap ? blocks : cap);
 }
 
+constexpr int kTf32Variant = 5;
+
 int resolve(int variant) {
-  if (variant == 0) variant = 3;
-  check_variant(variant, 3, "conv2d");
+  if (variant == 0) variant = 3;  // the default; never the opt-in TF32 variant
+  check_variant(variant, 5, "conv2d");
+#if defined(PYGAN_EMULATION)
+  if (variant == kTf32Variant)
+    throw std::invalid_argument("conv2d: variant 5 (tf32) needs a GPU: tensor-core instructions are not emulated");
+#endif
   return variant;
 }
 
@@ -289,20 +448,47 @@ bool empty(const Conv2dShape& s) {
 // Tile shape of variant 3: 64x64 (4x4 per thread), or 16x128 (1x8 per thread) for tiny M.
 constexpr bool small_m(int M) { return M <= 16; }
 
-template <class P>
-void launch_gemm(const P& prob, int variant, float* ws, int splits, int kchunk, cudaStream_t st) {
-  if (variant == 2) {
-    auto kern = gemm_tiled<P, 16, 16, 16, 1, 1>;
-    const dim3 grid(ceil_div(prob.N, 16), ceil_div(prob.M, 16), splits);
-    PYGAN_LAUNCH(kern, grid, 256, 0, st, prob, ws, kchunk);
-  } else if (small_m(prob.M)) {
-    auto kern = gemm_tiled<P, 16, 128, 8, 1, 8>;
+template <class P, bool VEC>
+void launch_register_blocked(const P& prob, float* ws, int splits, int kchunk, cudaStream_t st) {
+  if (small_m(prob.M)) {
+    auto kern = gemm_tiled<P, 16, 128, 8, 1, 8, VEC>;
     const dim3 grid(ceil_div(prob.N, 128), ceil_div(prob.M, 16), splits);
     PYGAN_LAUNCH(kern, grid, 256, 0, st, prob, ws, kchunk);
   } else {
-    auto kern = gemm_tiled<P, 64, 64, 8, 4, 4>;
+    auto kern = gemm_tiled<P, 64, 64, 8, 4, 4, VEC>;
     const dim3 grid(ceil_div(prob.N, 64), ceil_div(prob.M, 64), splits);
     PYGAN_LAUNCH(kern, grid, 256, 0, st, prob, ws, kchunk);
+  }
+}
+
+#if !defined(PYGAN_EMULATION)
+void check_tf32_device() {
+  int device = 0, major = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  if (major < 8)
+    throw std::invalid_argument("conv2d: variant 5 (tf32) needs compute capability 8.0 or newer, this GPU has " +
+                                std::to_string(major) + ".x");
+}
+#endif
+
+template <class P>
+void launch_gemm(const P& prob, int variant, float* ws, int splits, int kchunk, cudaStream_t st) {
+  if (variant == 2) {
+    auto kern = gemm_tiled<P, 16, 16, 16, 1, 1, false>;
+    const dim3 grid(ceil_div(prob.N, 16), ceil_div(prob.M, 16), splits);
+    PYGAN_LAUNCH(kern, grid, 256, 0, st, prob, ws, kchunk);
+  } else if (variant == kTf32Variant) {
+#if !defined(PYGAN_EMULATION)
+    check_tf32_device();
+    auto kern = gemm_wmma_tf32<P>;
+    const dim3 grid(ceil_div(prob.N, 64), ceil_div(prob.M, 64), splits);
+    PYGAN_LAUNCH(kern, grid, 128, 0, st, prob, ws, kchunk);
+#endif  // under emulation resolve() has already refused it
+  } else if (variant == 4) {
+    launch_register_blocked<P, true>(prob, ws, splits, kchunk, st);
+  } else {
+    launch_register_blocked<P, false>(prob, ws, splits, kchunk, st);
   }
 }
 
@@ -315,9 +501,11 @@ struct SplitPlan {
 SplitPlan split_plan(const Conv2dShape& s, int variant) {
   const int M = int(s.o), N = int(s.c * s.kh * s.kw), K = int(s.n * s.oh * s.ow);
   int bm = 16, bn = 16;
-  if (variant == 3) {
+  if (variant == 3 || variant == 4) {
     bm = small_m(M) ? 16 : 64;
     bn = small_m(M) ? 128 : 64;
+  } else if (variant == kTf32Variant) {
+    bm = bn = 64;
   }
   const int tiles = ceil_div(M, bm) * ceil_div(N, bn);
   int want = 256 / tiles;
@@ -333,7 +521,9 @@ SplitPlan split_plan(const Conv2dShape& s, int variant) {
 
 std::vector<std::string> conv2d_variants() {
   return {"direct, one thread per output", "implicit GEMM, 16x16 shared-memory tiles, one output per thread",
-          "implicit GEMM, 64x64 tiles (16x128 when M <= 16), 4x4 (1x8) register micro-tiles"};
+          "implicit GEMM, 64x64 tiles (16x128 when M <= 16), 4x4 (1x8) register micro-tiles",
+          "variant 3 with float4 (128-bit) global loads where contiguous and aligned",
+          "tf32 tensor cores (wmma m16n16k8), 64x64 tiles; opt-in, looser tolerance, GPU only"};
 }
 
 void conv2d_forward(const float* x, const float* w, const float* b, float* y, const Conv2dShape& s, int variant,

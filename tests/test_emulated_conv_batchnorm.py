@@ -8,7 +8,8 @@ H, W <= 9).
 
 Tolerances (|out - ref| <= atol + rtol * |ref|):
   conv2d / conv_transpose2d, all three computations: atol 1e-4, rtol 1e-4 (float32 sums of at
-      most a few hundred products of N(0, 1) values);
+      most a few hundred products of N(0, 1) values); every variant but the TF32 tensor-core one,
+      which cannot be emulated and is skipped here (tests/test_cuda_conv_batchnorm.py checks it);
   batch norm (+ leaky ReLU): atol 1e-4, rtol 1e-4 on y, mean, rstd, running stats, dx, dgamma, dbeta.
 """
 
@@ -25,7 +26,15 @@ emu = pytest.importorskip("pygan._emu", reason="pygan._emu (host-emulation modul
 from pygan.ops.native_conv_bn import Native  # noqa: E402
 
 ATOL = RTOL = 1e-4
-CONV_VARIANTS = list(range(1, len(emu.conv2d_variants()) + 1))
+CONV_NAMES = emu.conv2d_variants()
+# tensor-core (TF32) variants: nvcc only; selecting one under emulation raises ValueError
+TF32_VARIANTS = [v for v, name in enumerate(CONV_NAMES, 1) if "tf32" in name.lower()]
+TF32_SKIP = "variant {} (tf32) needs a GPU: tensor-core instructions are not emulated"
+CONV_VARIANTS = [
+    pytest.param(v, marks=pytest.mark.skip(reason=TF32_SKIP.format(v))) if v in TF32_VARIANTS else v
+    for v in range(1, len(CONV_NAMES) + 1)
+]
+EMULATED_CONV_VARIANTS = [v for v in range(1, len(CONV_NAMES) + 1) if v not in TF32_VARIANTS]
 BN_VARIANTS = list(range(1, len(emu.batch_norm_variants()) + 1))
 SETTINGS = dict(deadline=None, derandomize=False, suppress_health_check=[HealthCheck.too_slow])
 
@@ -144,6 +153,9 @@ CONV_EDGE_CASES = {
     "dcgan-last-d-layer-4x4-s1-p0": (2, 5, 4, 4, 1, 4, 4, (1, 1), (0, 0)),
     "m-over-16-uses-64x64-tiles": (2, 3, 6, 6, 20, 3, 3, (1, 1), (1, 1)),
     "split-k-backward-weight": (2, 2, 9, 9, 3, 3, 3, (1, 1), (1, 1)),
+    # contiguous, 16-byte-aligned runs of 4 along K and N: the float4 path of variant 4
+    "pointwise-1x1-float4-loads": (2, 4, 8, 8, 20, 1, 1, (1, 1), (0, 0)),
+    "2x2-s1-float4-loads": (2, 2, 8, 8, 6, 2, 2, (1, 1), (0, 0)),
 }
 
 
@@ -182,12 +194,27 @@ def test_conv2d_backward_weight_is_deterministic(rng, variant):
 
 
 def test_conv2d_variant_names_and_bad_variant():
-    assert len(emu.conv2d_variants()) == len(CONV_VARIANTS) >= 3
+    assert len(emu.conv2d_variants()) == len(CONV_VARIANTS) >= 5
+    assert TF32_VARIANTS == [5]
     assert emu.variants()["conv2d"] == emu.conv2d_variants()
     x, w = np.ones((1, 1, 3, 3), np.float32), np.ones((1, 1, 2, 2), np.float32)
     y = np.empty((1, 1, 2, 2), np.float32)
     with pytest.raises(ValueError, match="variant"):
         emu.conv2d_forward(x, w, None, y, (1, 1), (0, 0), 99, 0)
+
+
+def test_conv2d_tf32_variant_refused_under_emulation():
+    x, w = np.ones((1, 1, 3, 3), np.float32), np.ones((1, 1, 2, 2), np.float32)
+    y = np.empty((1, 1, 2, 2), np.float32)
+    msg = r"variant 5 \(tf32\) needs a GPU: tensor-core instructions are not emulated"
+    with pytest.raises(ValueError, match=msg):
+        emu.conv2d_forward(x, w, None, y, (1, 1), (0, 0), 5, 0)
+    with pytest.raises(ValueError, match=msg):
+        emu.conv2d_backward_data(y, w, np.empty_like(x), (1, 1), (0, 0), 5, 0)
+    with pytest.raises(ValueError, match=msg):
+        emu.conv2d_backward_weight_workspace_size(x.shape, w.shape, (1, 1), (0, 0), 5)
+    with pytest.raises(ValueError, match=msg):
+        backend(conv=5).conv2d_backward_weight(x, y, w.shape, (1, 1), (0, 0))
 
 
 def test_conv2d_bindings_validate_shapes():
@@ -297,7 +324,7 @@ def test_through_shared_native_ops_wrappers(rng):
     ops = emulated.backend()
     x, w, b = f32(rng, (2, 3, 6, 5)), f32(rng, (4, 3, 4, 4)), f32(rng, (4,))
     ref = R.conv2d_forward(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), 2, 1)
-    for v in CONV_VARIANTS:
+    for v in EMULATED_CONV_VARIANTS:
         close(ops.conv2d_forward(x, w, b, 2, 1, variant=v), ref, f"NativeOps conv2d_forward variant {v}")
     xt = f32(rng, (2, 4, 3, 3))
     ref = R.conv_transpose2d_forward(xt.astype(np.float64), w.astype(np.float64), None, 2, 1, 1)
