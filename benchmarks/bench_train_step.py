@@ -19,16 +19,28 @@ from pygan.bench import format_results, time_train_step  # noqa: E402
 
 
 def machine_description():
-    cpu = platform.processor() or platform.machine()
+    import numpy as np
+
+    cpu, flags = platform.processor() or platform.machine(), ""
     try:
+        info = {}
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())  # every CPU repeats the same entries
+        cpu, flags = info.get("model name", cpu), info.get("flags", "")
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    simd = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        blas = f"{blas['name']} {blas.get('version', '')}".strip()
+    except Exception:  # the layout of show_config differs between numpy versions
+        blas = "unknown BLAS"
+    return (
+        f"{cpu} ({simd}), {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"numpy {np.__version__} with {blas}"
+    )
 
 
 def main(argv=None):
