@@ -1,4 +1,4 @@
-"""`pygan train|sample|bench` (also `python -m pygan ...`).
+"""`pygan train|sample|eval|bench` (also `python -m pygan ...`).
 
 train's flags and defaults follow PyTorch's dcgan example where they apply (--batchSize 64,
 --nz 100, --ngf 64, --ndf 64, --lr 0.0002, --beta1 0.5, ...).
@@ -44,6 +44,12 @@ def _add_train(sub):
     p.add_argument("--label-smooth", type=float, default=1.0, help="target for real images (one-sided smoothing, e.g. 0.9)")
     p.add_argument("--fake-size", type=_positive_int, default=1024, help="images in the `fake` data set")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--eval-every", type=int, default=None,
+                   help="evaluate (pygan eval's metrics) every N D steps; 0: never; default: at each epoch's end "
+                        "on the GPU, never on the CPU")
+    p.add_argument("--eval-n", type=int, default=10000, help="samples per evaluation (< 10000 is biased)")
+    p.add_argument("--no-keep-best", action="store_true",
+                   help="do not keep OUTF/checkpoint-best.safetensors (the lowest Frechet distance so far)")
     p.set_defaults(func=cmd_train)
 
 
@@ -53,13 +59,32 @@ def _add_sample(sub):
     p.add_argument("--checkpoint", required=True, help="a checkpoint.safetensors written by `pygan train`")
     p.add_argument("--n", type=_positive_int, default=64, help="number of samples")
     p.add_argument("--nrow", type=_positive_int, default=8, help="images per row")
-    p.add_argument("--out", default="samples.png", help="output PNG")
+    p.add_argument("--out", default="samples.png",
+                   help="output: an image grid (.png, .jpg), or the images themselves as .npy/.npz (for `pygan eval`)")
     p.add_argument("--seed", type=int, default=0, help="seed for z")
     p.add_argument("--interpolate", action="store_true",
                    help="rows that walk (spherically) between two random z; --n rows of --steps images")
     p.add_argument("--steps", type=_positive_int, default=8, help="images per interpolation row")
     p.add_argument("--device", default="auto", help="cpu | cuda | auto")
     p.set_defaults(func=cmd_sample)
+
+
+def _add_eval(sub):
+    p = sub.add_parser("eval", help="measure sample quality (Frechet distance, precision/recall, ...) offline",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="a checkpoint.safetensors written by `pygan train`: --n samples are drawn")
+    src.add_argument("--samples", help="images in a .npy/.npz/.safetensors file (e.g. from `pygan sample --out x.npz`)")
+    p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist | mnist: the real images and classifier")
+    p.add_argument("--dataroot", default=None, help="where the data set's IDX files are (default: the system's)")
+    p.add_argument("--n", type=_positive_int, default=10000, help="samples drawn from --checkpoint (< 10000 is biased)")
+    p.add_argument("--seed", type=int, default=0, help="seed for z (and for the training images of the floor)")
+    p.add_argument("--batch-size", type=_positive_int, default=500)
+    p.add_argument("--device", default="auto", help="cpu | cuda | auto")
+    p.add_argument("--classifier", default=None, help="classifier weights (default: the one shipped for --dataset)")
+    p.add_argument("--no-floor", action="store_true", help="skip the real-vs-real floor (10k training images)")
+    p.add_argument("--out", default=None, help="JSON file for the results (default: beside the input, *-eval.json)")
+    p.set_defaults(func=cmd_eval)
 
 
 def _add_bench(sub):
@@ -75,10 +100,11 @@ def _add_bench(sub):
 
 def build_parser():
     parser = argparse.ArgumentParser(prog="pygan", description="Train and sample GANs with no deep-learning framework.")
-    sub = parser.add_subparsers(dest="command", metavar="{train,sample,bench}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,sample,eval,bench}")
     sub.required = True
     _add_train(sub)
     _add_sample(sub)
+    _add_eval(sub)
     _add_bench(sub)
     return parser
 
@@ -91,7 +117,8 @@ def cmd_train(args):
         nz=args.nz, ngf=args.ngf, ndf=args.ndf, niter=args.niter, lr=args.lr, beta1=args.beta1, outf=args.outf,
         manual_seed=args.manualSeed, resume=args.resume, dry_run=args.dry_run, device=args.device,
         max_steps=args.max_steps, g_loss=args.g_loss, d_steps=args.d_steps, label_smooth=args.label_smooth,
-        channels=args.nc, fake_size=args.fake_size, progress=not args.no_progress,
+        channels=args.nc, fake_size=args.fake_size, progress=not args.no_progress, eval_every=args.eval_every,
+        eval_n=args.eval_n, keep_best=not args.no_keep_best,
     )
     trainer = Trainer(config)
     print(f"options: {describe(config)}")
@@ -119,9 +146,57 @@ def cmd_sample(args):
         z = rng.standard_normal((args.n, G.nz))
         nrow = args.nrow
     with no_grad():
-        images = G(Tensor(to_device(z.astype(np.float32), device))).numpy()
-    data.save_image_grid(images, args.out, nrow=nrow)
+        images = np.concatenate([G(Tensor(to_device(z[i : i + 500].astype(np.float32), device))).numpy()
+                                 for i in range(0, len(z), 500)])
+    if args.out.lower().endswith((".npy", ".npz")):
+        _save_arrays(args.out, images)
+    else:
+        data.save_image_grid(images, args.out, nrow=nrow)
     print(f"wrote {len(images)} samples to {args.out}")
+    return 0
+
+
+def _save_arrays(path, images):
+    """images (float32 in [-1, 1]) as .npy or .npz ('images'), written to a temporary file, then renamed."""
+    import os
+
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    with open(tmp, "wb") as f:
+        if path.lower().endswith(".npz"):
+            np.savez(f, images=images)
+        else:
+            np.save(f, images)
+    os.replace(tmp, path)
+
+
+def cmd_eval(args):
+    import os
+    import time
+
+    from . import classifier, evaluate
+    from .autograd import normalise_device
+    from .train import load_generator
+
+    device = normalise_device(args.device)
+    started = time.perf_counter()
+    extractor = classifier.load(args.dataset, args.classifier, device)
+    if args.checkpoint:
+        G, meta = load_generator(args.checkpoint, device)
+        images = evaluate.generate(G, args.n, args.seed, args.batch_size, device)
+        source, what = args.checkpoint, f"{args.n} samples from {args.checkpoint} (z seed {args.seed})"
+    else:
+        images = evaluate.load_samples(args.samples)
+        source, what = args.samples, f"{len(images)} images from {args.samples}"
+    print(f"evaluating {what} with classifier {evaluate.metric_prefix(extractor)} on {device}")
+    reference = evaluate.RealReference(extractor, args.dataroot, floor=not args.no_floor, seed=args.seed)
+    result = evaluate.evaluate_images(images, reference)
+    result["source"] = what
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    print(evaluate.format_table(result))
+    out = args.out or os.path.splitext(source)[0] + "-eval.json"
+    evaluate.write_json(result, out)
+    print(f"wrote {out}")
     return 0
 
 

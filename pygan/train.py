@@ -29,7 +29,10 @@ from .nn import functional as F
 from .random import default_generator, get_rng_state, manual_seed, set_rng_state
 
 LOG_FIELDS = ["step", "epoch", "loss_D", "loss_G", "D_x", "D_G_z1", "D_G_z2", "seconds"]
+EVAL_FIELDS = ["step", "epoch", "n", "frechet_distance", "precision", "recall", "density", "coverage",
+               "class_kl_to_uniform", "inception_score", "seconds"]
 CHECKPOINT = "checkpoint.safetensors"
+BEST_CHECKPOINT = "checkpoint-best.safetensors"
 
 
 class TrainingDiverged(RuntimeError):
@@ -60,6 +63,9 @@ class Config:
     channels: int | None = None
     fake_size: int = 1024
     progress: bool = True
+    eval_every: int | None = None  # D steps between evaluations; None: each epoch on the GPU, never on the CPU; 0: off
+    eval_n: int = 10000  # samples per evaluation (fewer is faster but biased)
+    keep_best: bool = True  # with evaluation on: keep checkpoint-best.safetensors, the lowest Frechet distance
 
     def validate(self):
         def positive(name):
@@ -71,6 +77,10 @@ class Config:
             positive(name)
         if self.max_steps is not None:
             positive("max_steps")
+        if self.eval_every is not None and (not isinstance(self.eval_every, int) or self.eval_every < 0):
+            raise ValueError(f"eval_every must be a non-negative integer (0: off), got {self.eval_every!r}")
+        if not isinstance(self.eval_n, int) or self.eval_n < 10:
+            raise ValueError(f"eval_n must be an integer >= 10, got {self.eval_n!r}")
         if self.image_size not in (32, 64, 128):
             raise ValueError(f"imageSize must be 32, 64 or 128 (DCGAN's sizes), got {self.image_size}")
         if not self.lr > 0:
@@ -112,6 +122,16 @@ class Trainer:
         os.makedirs(c.outf, exist_ok=True)
         self.checkpoint_path = os.path.join(c.outf, CHECKPOINT)
         self.log_path = os.path.join(c.outf, "log.csv")
+        self.eval_path = os.path.join(c.outf, "eval.csv")
+        self.best_path = os.path.join(c.outf, BEST_CHECKPOINT)
+        self.best_fd = None
+        self._eval_reference = None
+        # None: at each epoch's end on the GPU (cheap there), off on the CPU (10k samples cost ~30 s)
+        self.eval_every = (0 if self.device == "cpu" else -1) if c.eval_every is None else c.eval_every
+        if self.eval_every:
+            from . import classifier
+
+            self._extractor = classifier.load(c.dataset, device=self.device)  # fails now, not after an epoch
         if c.resume:
             self.load_checkpoint(self.checkpoint_path)
 
@@ -200,7 +220,7 @@ class Trainer:
         config = dataclasses.asdict(self.config)
         meta = {
             "epoch": self.epoch, "batch": self.batch, "step": self.step, "g_steps": self.g_steps,
-            "rng_state": get_rng_state(), "optG": optg_meta, "optD": optd_meta, "config": config,
+            "best_frechet_distance": self.best_fd, "rng_state": get_rng_state(), "optG": optg_meta, "optD": optd_meta, "config": config,
             "model": {"kind": "dcgan", "nz": self.config.nz, "ngf": self.config.ngf, "ndf": self.config.ndf,
                       "nc": self.nc, "image_size": self.config.image_size},
         }
@@ -230,6 +250,8 @@ class Trainer:
         self.fixed_noise = Tensor(to_device(tensors["fixed_noise"], self.device))
         set_rng_state(meta["rng_state"])
         self.epoch, self.batch, self.step, self.g_steps = meta["epoch"], meta["batch"], meta["step"], meta["g_steps"]
+        self.best_fd = meta.get("best_frechet_distance")
+        _truncate_log(self.eval_path, self.step)
         self.loader = datasets.DataLoader(self.dataset, batch_size=self.config.batch_size, shuffle=True, drop_last=True,
                                           seed=meta["config"]["manual_seed"])
         self.config.manual_seed = meta["config"]["manual_seed"]
@@ -260,6 +282,8 @@ class Trainer:
                         writer.writerow(row)
                         bar.update(1)
                         bar.set_postfix(loss_D=f"{row['loss_D']:.3f}", loss_G=_fmt(row["loss_G"]), D_x=f"{row['D_x']:.2f}")
+                        if self.eval_every > 0 and self.step % self.eval_every == 0:
+                            self.evaluate()
                         if interrupted.hit:
                             bar.close()
                             log_file.flush()
@@ -283,8 +307,40 @@ class Trainer:
         log_file.flush()
         grid = self.write_grid(epoch_done)
         self.write_plot()
+        if self.eval_every < 0:
+            self.evaluate()
         path = self.save_checkpoint()
         self.log(f"epoch {epoch_done + 1}: step {self.step}, samples {grid}, checkpoint {path}")
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def evaluate(self):
+        """Score eval_n samples (z from a fixed seed; the training RNG is untouched) against the test
+        images in the shipped classifier's feature space; log a row to eval.csv; keep the best
+        checkpoint by Frechet distance. Returns the result dict."""
+        from . import evaluate as ev
+
+        started = time.perf_counter()
+        if self._eval_reference is None:
+            self._eval_reference = ev.RealReference(self._extractor, self.config.dataroot, floor=False)
+        images = ev.generate(self.G, self.config.eval_n, seed=0, device=self.device)
+        result = ev.evaluate_images(images, self._eval_reference)
+        row = {key: result.get(key) for key in EVAL_FIELDS}
+        row.update(step=self.step, epoch=self.epoch, seconds=round(time.perf_counter() - started, 2))
+        new = not os.path.exists(self.eval_path)
+        with open(self.eval_path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=EVAL_FIELDS)
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+        fd = result["frechet_distance"]
+        note = ""
+        if self.config.keep_best and (self.best_fd is None or fd < self.best_fd):
+            self.best_fd = fd
+            self.save_checkpoint(self.best_path)
+            note = f"; new best, saved {self.best_path}"
+        self.log(f"eval at step {self.step}: FD[{result['metric_prefix']}] {fd:.3f}, precision {result['precision']:.3f}, "
+                 f"recall {result['recall']:.3f}, coverage {result['coverage']:.3f} (n={result['n']}){note}")
+        return result
 
 
 def _fmt(v):
@@ -340,10 +396,12 @@ def _truncate_log(path, step):
     if not os.path.exists(path):
         return
     with open(path, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("step", "").isdigit() and int(r["step"]) <= step]
+        reader = csv.DictReader(f)
+        rows = [r for r in reader if r.get("step", "").isdigit() and int(r["step"]) <= step]
+        fields = reader.fieldnames or LOG_FIELDS
     tmp = path + ".tmp"
     with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+        writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
     os.replace(tmp, path)

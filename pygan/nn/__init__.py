@@ -2,6 +2,9 @@
 
 from . import functional, init
 from .modules import (
+    AvgPool2d,
+    GlobalAvgPool2d,
+    Linear,
     BatchNorm2d,
     Conv2d,
     ConvTranspose2d,
@@ -16,6 +19,6 @@ from .modules import (
 )
 
 __all__ = [
-    "BatchNorm2d", "Conv2d", "ConvTranspose2d", "Flatten", "LeakyReLU", "Module", "Parameter", "ReLU",
+    "AvgPool2d", "GlobalAvgPool2d", "Linear", "BatchNorm2d", "Conv2d", "ConvTranspose2d", "Flatten", "LeakyReLU", "Module", "Parameter", "ReLU",
     "Sequential", "Sigmoid", "Tanh", "functional", "init",
 ]

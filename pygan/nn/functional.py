@@ -101,6 +101,39 @@ class BCEWithLogitsFunction(Function):
         return ops.binary_cross_entropy_with_logits_backward(logits, target, dloss), None
 
 
+class LinearFunction(Function):
+    def forward(self, x, w, b):
+        self.saved = x, w
+        self.has_bias = b is not None
+        return ops.linear_forward(x, w, b)
+
+    def backward(self, dy):
+        x, w = self.saved
+        return ops.linear_backward(x, w, dy, self.has_bias)
+
+
+class AvgPool2dFunction(Function):
+    def __init__(self, kernel_size, stride):
+        self.kernel_size, self.stride = kernel_size, stride
+
+    def forward(self, x):
+        self.x_shape = x.shape
+        return ops.avg_pool2d_forward(x, self.kernel_size, self.stride)
+
+    def backward(self, dy):
+        return ops.avg_pool2d_backward(dy, self.x_shape, self.kernel_size, self.stride)
+
+
+class SoftmaxCrossEntropyFunction(Function):
+    def forward(self, logits, labels):
+        self.saved = logits, labels
+        return ops.softmax_cross_entropy_forward(logits, labels)
+
+    def backward(self, dloss):
+        logits, labels = self.saved
+        return ops.softmax_cross_entropy_backward(logits, labels, dloss), None
+
+
 def conv2d(input, weight, bias=None, stride=1, padding=0):
     _check_tensor("conv2d", "input", input)
     _check_tensor("conv2d", "weight", weight)
@@ -155,3 +188,30 @@ def binary_cross_entropy_with_logits(input, target, reduction="mean"):
         raise ValueError(f"binary_cross_entropy_with_logits: reduction must be 'mean' or 'sum', got {reduction!r}")
     loss = BCEWithLogitsFunction()(input, target.detach())
     return loss if reduction == "mean" else loss * float(input.numel())
+
+
+def linear(input, weight, bias=None):
+    """input @ weight.T + bias, weight of shape (out_features, in_features)."""
+    _check_tensor("linear", "input", input)
+    _check_tensor("linear", "weight", weight)
+    _check_tensor("linear", "bias", bias, optional=True)
+    return LinearFunction()(input, weight, bias)
+
+
+def avg_pool2d(input, kernel_size, stride=None):
+    """Mean over kernel_size windows, no padding; stride defaults to kernel_size, as in PyTorch."""
+    _check_tensor("avg_pool2d", "input", input)
+    return AvgPool2dFunction(kernel_size, kernel_size if stride is None else stride)(input)
+
+
+def global_avg_pool2d(input):
+    """Global average pooling: (N, C, H, W) -> (N, C, 1, 1)."""
+    _check_tensor("global_avg_pool2d", "input", input)
+    return AvgPool2dFunction(tuple(input.shape[2:]), 1)(input)
+
+
+def cross_entropy(input, target):
+    """Mean softmax cross-entropy of logits (N, K) against integer class labels (N,)."""
+    _check_tensor("cross_entropy", "input", input)
+    labels = target.data if isinstance(target, Tensor) else target
+    return SoftmaxCrossEntropyFunction()(input, labels)

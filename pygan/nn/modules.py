@@ -282,6 +282,44 @@ class BatchNorm2d(Module):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}"
 
 
+class Linear(Module):
+    def __init__(self, in_features, out_features, bias=True):
+        super().__init__()
+        self.in_features = _positive("Linear", "in_features", in_features)
+        self.out_features = _positive("Linear", "out_features", out_features)
+        bound = 1.0 / math.sqrt(in_features)  # PyTorch's default initialisation
+        self.weight = Parameter(_uniform((out_features, in_features), bound))
+        self.bias = Parameter(_uniform((out_features,), bound)) if bias else None
+
+    def forward(self, x):
+        return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class AvgPool2d(Module):
+    def __init__(self, kernel_size, stride=None):
+        super().__init__()
+        from ..ops import pair
+
+        self.kernel_size = pair(kernel_size, "kernel_size", "AvgPool2d", 1)
+        self.stride = self.kernel_size if stride is None else pair(stride, "stride", "AvgPool2d", 1)
+
+    def forward(self, x):
+        return F.avg_pool2d(x, self.kernel_size, self.stride)
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}"
+
+
+class GlobalAvgPool2d(Module):
+    """(N, C, H, W) -> (N, C, 1, 1): PyTorch's AdaptiveAvgPool2d(1)."""
+
+    def forward(self, x):
+        return F.global_avg_pool2d(x)
+
+
 class LeakyReLU(Module):
     def __init__(self, negative_slope=0.01, inplace=False):
         super().__init__()

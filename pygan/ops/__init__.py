@@ -280,3 +280,87 @@ def adam_step(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps,
     backend_for(params[0]).adam_step(
         params, grads, exp_avgs, exp_avg_sqs, int(step), float(lr), float(beta1), float(beta2), float(eps), float(weight_decay)
     )
+
+
+# -- linear, average pooling, softmax cross-entropy ----------------------------------------------
+
+
+def _check_linear(x, w, b, op="linear"):
+    _check_float(op, input=x, weight=w, bias=b)
+    _check_ndim(op, "input", x, 2, "(N, in_features)")
+    _check_ndim(op, "weight", w, 2, "(out_features, in_features)")
+    if x.shape[1] != w.shape[1]:
+        raise ValueError(
+            f"{op}: input has {x.shape[1]} features but weight expects {w.shape[1]} "
+            f"(input shape {_shape(x)}, weight shape {_shape(w)})"
+        )
+    if b is not None and _shape(b) != (w.shape[0],):
+        raise ValueError(f"{op}: bias must have shape ({w.shape[0]},), got {_shape(b)}")
+
+
+def linear_forward(x, w, b):
+    _check_linear(x, w, b)
+    return backend_for(x).linear_forward(x, w, b)
+
+
+def linear_backward(x, w, dy, has_bias):
+    _check_linear(x, w, None, "linear_backward")
+    _check_float("linear_backward", input=x, grad_output=dy)
+    _check_grad("linear_backward", "grad_output", dy, (x.shape[0], w.shape[0]))
+    return backend_for(x).linear_backward(x, w, dy, bool(has_bias))
+
+
+def avg_pool2d_output_shape(op, x_shape, kernel_size, stride):
+    """Validated (kernel_size, stride, output shape) of an unpadded average pooling."""
+    kernel_size, stride = pair(kernel_size, "kernel_size", op, 1), pair(stride, "stride", op, 1)
+    if len(x_shape) != 4:
+        raise ValueError(f"{op}: input must be 4-D (N, C, H, W), got shape {tuple(x_shape)}")
+    h, w = x_shape[2:]
+    if kernel_size[0] > h or kernel_size[1] > w:
+        raise ValueError(f"{op}: kernel_size {kernel_size} is larger than the input {h}x{w} (shape {tuple(x_shape)})")
+    out = (x_shape[0], x_shape[1], (h - kernel_size[0]) // stride[0] + 1, (w - kernel_size[1]) // stride[1] + 1)
+    return kernel_size, stride, out
+
+
+def avg_pool2d_forward(x, kernel_size, stride):
+    _check_float("avg_pool2d", input=x)
+    kernel_size, stride, _ = avg_pool2d_output_shape("avg_pool2d", _shape(x), kernel_size, stride)
+    return backend_for(x).avg_pool2d_forward(x, kernel_size, stride)
+
+
+def avg_pool2d_backward(dy, x_shape, kernel_size, stride):
+    op = "avg_pool2d_backward"
+    _check_float(op, grad_output=dy)
+    x_shape = tuple(int(n) for n in x_shape)
+    kernel_size, stride, y_shape = avg_pool2d_output_shape(op, x_shape, kernel_size, stride)
+    _check_grad(op, "grad_output", dy, y_shape)
+    return backend_for(dy).avg_pool2d_backward(dy, x_shape, kernel_size, stride)
+
+
+def _check_softmax_cross_entropy(op, logits, labels):
+    _check_float(op, input=logits)
+    _check_ndim(op, "input", logits, 2, "(N, num_classes)")
+    if logits.shape[0] == 0 or logits.shape[1] == 0:
+        raise ValueError(f"{op}: input is empty (shape {_shape(logits)})")
+    if not hasattr(labels, "dtype") or labels.dtype.kind not in "iu":
+        raise TypeError(f"{op}: labels must be an integer array of class indices, got {getattr(labels, 'dtype', type(labels).__name__)}")
+    if _shape(labels) != (logits.shape[0],):
+        raise ValueError(f"{op}: labels must have shape ({logits.shape[0]},) for input shape {_shape(logits)}, got {_shape(labels)}")
+    if type(labels).__module__.split(".")[0] != type(logits).__module__.split(".")[0]:
+        raise ValueError(f"{op}: labels and input are on different devices")
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or hi >= logits.shape[1]:
+        raise ValueError(f"{op}: labels must lie in [0, {logits.shape[1]}), got values from {lo} to {hi}")
+
+
+def softmax_cross_entropy_forward(logits, labels):
+    _check_softmax_cross_entropy("softmax_cross_entropy", logits, labels)
+    return backend_for(logits).softmax_cross_entropy_forward(logits, labels)
+
+
+def softmax_cross_entropy_backward(logits, labels, dloss):
+    op = "softmax_cross_entropy_backward"
+    _check_softmax_cross_entropy(op, logits, labels)
+    if getattr(dloss, "size", 1) != 1:
+        raise ValueError(f"{op}: grad_output must be a scalar, got shape {_shape(dloss)}")
+    return backend_for(logits).softmax_cross_entropy_backward(logits, labels, dloss)

@@ -24,6 +24,14 @@ C-contiguous arrays, never views of inputs.
     binary_cross_entropy_with_logits_backward(logits, target, dloss) -> dlogits
     adam_step(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay)
         -> None    in place, torch.optim.Adam semantics (L2 weight decay, no amsgrad)
+    linear_forward(x, w, b) -> y          x (N,in), w (out,in), b (out,) or None; y = x w^T + b
+    linear_backward(x, w, dy, has_bias) -> (dx, dw, db)                   db None unless has_bias
+    avg_pool2d_forward(x, kernel_size, stride) -> y
+        mean over each kh x kw window, no padding; OH = (H - kh)//sh + 1 (kernel = H x W: global)
+    avg_pool2d_backward(dy, x_shape, kernel_size, stride) -> dx
+    softmax_cross_entropy_forward(logits, labels) -> loss
+        logits (N,K), labels (N,) integer class indices in [0, K); mean of -log softmax(x)[label]
+    softmax_cross_entropy_backward(logits, labels, dloss) -> dlogits     (softmax - onehot) dloss / N
 
 Convolution is im2col + one GEMM in an NHWC-style layout: the input is padded and transposed to
 (N, Hp, Wp, C) once, so each patch row (kw*C values) is contiguous and the column matrix
@@ -55,6 +63,12 @@ __all__ = [
     "binary_cross_entropy_with_logits_forward",
     "binary_cross_entropy_with_logits_backward",
     "adam_step",
+    "linear_forward",
+    "linear_backward",
+    "avg_pool2d_forward",
+    "avg_pool2d_backward",
+    "softmax_cross_entropy_forward",
+    "softmax_cross_entropy_backward",
 ]
 
 
@@ -409,6 +423,79 @@ def adam_step(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps,
         update = m / denom
         update *= step_size
         p -= update
+
+
+# -- linear, average pooling, softmax cross-entropy (issue 6: the evaluation classifier) ----------
+
+
+def linear_forward(x, w, b):
+    """y = x @ w.T + b: a fully connected layer, PyTorch's (out_features, in_features) weight."""
+    y = x @ w.T
+    if b is not None:
+        y += b
+    return np.ascontiguousarray(y)
+
+
+def linear_backward(x, w, dy, has_bias):
+    """(dx, dw, db): dx = dy @ w, dw = dy.T @ x, db = dy summed over the batch."""
+    dx = dy @ w
+    dw = dy.T @ x
+    db = dy.sum(axis=0) if has_bias else None
+    return np.ascontiguousarray(dx), np.ascontiguousarray(dw), db
+
+
+def _window_offsets(kernel_size, stride, out_hw):
+    """For each offset (i, j) inside a window, the slices picking that pixel of every window."""
+    (kh, kw), (sh, sw), (oh, ow) = _pair(kernel_size), _pair(stride), out_hw
+    for i in range(kh):
+        for j in range(kw):
+            yield np.s_[:, :, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw]
+
+
+def avg_pool2d_forward(x, kernel_size, stride):
+    """Mean over each kh x kw window (stride (sh, sw), no padding, so every window is full).
+
+    Summed as kh*kw strided slices (one per offset inside the window): a few large vectorised adds.
+    """
+    (kh, kw), (sh, sw) = _pair(kernel_size), _pair(stride)
+    n, c, h, w = x.shape
+    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+    y = np.zeros((n, c, oh, ow), dtype=x.dtype)
+    for window_pixel in _window_offsets(kernel_size, stride, (oh, ow)):
+        y += x[window_pixel]
+    y /= kh * kw
+    return y
+
+
+def avg_pool2d_backward(dy, x_shape, kernel_size, stride):
+    """dx: each window's dy / (kh*kw) added back over its window; rows/columns no window covers get 0."""
+    (kh, kw) = _pair(kernel_size)
+    dx = np.zeros(x_shape, dtype=dy.dtype)
+    share = dy / (kh * kw)
+    for window_pixel in _window_offsets(kernel_size, stride, dy.shape[2:]):
+        dx[window_pixel] += share  # overlapping windows accumulate
+    return dx
+
+
+def _log_softmax(x):
+    shifted = x - x.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def softmax_cross_entropy_forward(logits, labels):
+    """Mean over the batch of -log(softmax(logits)[label]), computed through a shifted log-sum-exp."""
+    labels = np.asarray(labels)
+    logp = _log_softmax(logits)
+    return np.array(-logp[np.arange(len(labels)), labels].mean(), dtype=logits.dtype)
+
+
+def softmax_cross_entropy_backward(logits, labels, dloss):
+    """dlogits = (softmax(logits) - onehot(labels)) * dloss / N."""
+    labels = np.asarray(labels)
+    g = np.exp(_log_softmax(logits))
+    g[np.arange(len(labels)), labels] -= 1
+    g *= float(dloss) / len(labels)
+    return g
 
 
 # == issue 5: fused batch norm + leaky ReLU (not in OPS / __all__: a kernel-fusion reference) =====
