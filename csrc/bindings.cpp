@@ -106,6 +106,7 @@ struct Array {
   std::vector<std::int64_t> shape;
   std::int64_t size = 1;
   float* data() const { return reinterpret_cast<float*>(ptr); }
+  const std::int64_t* i64() const { return reinterpret_cast<const std::int64_t*>(ptr); }  // an int64 argument
 };
 
 [[noreturn]] void bad(const std::string& op, const std::string& name, const std::string& what) {
@@ -122,9 +123,19 @@ std::string shape_str(const std::vector<std::int64_t>& shape) {
   return s;
 }
 
-// Validate one array argument: float32, C-contiguous, in the memory this module works on, and
-// writable when it is an output.
-Array array_arg(py::handle obj, const std::string& op, const std::string& name, bool output = false) {
+// The element types a launcher takes: float32 (every tensor) and int64 (class labels).
+struct Dtype {
+  const char* typestr;  // as in the (CUDA) array interface
+  const char* name;     // as numpy / CuPy spell it
+  std::int64_t itemsize;
+};
+constexpr Dtype kFloat32{"<f4", "float32", 4};
+constexpr Dtype kInt64{"<i8", "int64", 8};
+
+// Validate one array argument: float32 (or `dtype`), C-contiguous, in the memory this module works
+// on, and writable when it is an output.
+Array array_arg(py::handle obj, const std::string& op, const std::string& name, bool output = false,
+                const Dtype& dtype = kFloat32) {
 #ifdef PYGAN_EMULATION
   // Only ndarrays: a numpy scalar's __array_interface__ points at a temporary copy.
   const bool ok = py::isinstance<py::array>(obj);
@@ -135,9 +146,9 @@ Array array_arg(py::handle obj, const std::string& op, const std::string& name, 
     bad(op, name, std::string("must be ") + kMemory + ", got " + std::string(py::str(py::type::of(obj).attr("__name__"))));
   const py::dict iface = obj.attr(kInterface);
   const std::string typestr = py::str(iface["typestr"]);
-  if (typestr != "<f4") {
-    const std::string dtype = py::hasattr(obj, "dtype") ? std::string(py::str(obj.attr("dtype"))) : typestr;
-    bad(op, name, "must be float32, got " + dtype);
+  if (typestr != dtype.typestr) {
+    const std::string got = py::hasattr(obj, "dtype") ? std::string(py::str(obj.attr("dtype"))) : typestr;
+    bad(op, name, std::string("must be ") + dtype.name + ", got " + got);
   }
   if (iface.contains("mask") && !iface["mask"].is_none()) bad(op, name, "must not be a masked array");
   Array a;
@@ -150,7 +161,7 @@ Array array_arg(py::handle obj, const std::string& op, const std::string& name, 
   if (output && data[1].cast<bool>()) bad(op, name, "is read-only");
   if (iface.contains("strides") && !iface["strides"].is_none() && a.size > 0) {
     const py::tuple strides = iface["strides"].cast<py::tuple>();
-    std::int64_t expected = 4;
+    std::int64_t expected = dtype.itemsize;
     for (std::size_t d = a.shape.size(); d-- > 0;) {
       if (a.shape[d] != 1 && strides[d].cast<std::int64_t>() != expected)
         bad(op, name, "must be C-contiguous (use ascontiguousarray), got strides " +
@@ -158,7 +169,8 @@ Array array_arg(py::handle obj, const std::string& op, const std::string& name, 
       expected *= a.shape[d];
     }
   }
-  if (a.size > 0 && a.ptr % 4 != 0) bad(op, name, "is not 4-byte aligned");
+  if (a.size > 0 && a.ptr % dtype.itemsize != 0)
+    bad(op, name, "is not " + std::to_string(dtype.itemsize) + "-byte aligned");
 #ifdef PYGAN_WITH_CUDA
   if (a.size > 0 && !pygan_cuda_is_device_pointer(a.ptr))
     bad(op, name, std::string("must be ") + kMemory + " (its pointer is not device memory)");
@@ -220,6 +232,12 @@ void def_activation(py::module_& m, const char* name, int act, bool has_slope) {
 #endif
 // ---- end issue 5 --------------------------------------------------------------------------------
 
+// ---- issue 6: avg_pool2d and softmax cross-entropy bindings (csrc/bindings_pool_softmax.h) -------
+#ifdef PYGAN_HAVE_KERNELS
+#include "bindings_pool_softmax.h"
+#endif
+// ---- end issue 6 --------------------------------------------------------------------------------
+
 PYBIND11_MODULE(PYGAN_MODULE_NAME, m) {
   m.doc() = kEmulation ? "pygan host-emulation test module: the CUDA kernels compiled for the CPU (numpy arrays)"
                        : "pygan native extension: CUDA kernels and their host launchers";
@@ -255,7 +273,7 @@ PYBIND11_MODULE(PYGAN_MODULE_NAME, m) {
   variants["activation"] = pygan::activation_variants();
 
   // loss.cu
-  m.def("loss_variants", &pygan::loss_variants, "Names of the BCE-with-logits kernel variants (1-based).");
+  m.def("loss_variants", &pygan::loss_variants, "Names of the loss kernel variants (1-based): BCE-with-logits and softmax cross-entropy forwards.");
   variants["loss"] = pygan::loss_variants();
   m.def("bce_workspace_size", &pygan::bce_workspace_size, py::arg("n"), py::arg("variant") = 0,
         "float32 elements of scratch space binary_cross_entropy_with_logits_forward needs (0: pass None).");
@@ -335,6 +353,7 @@ PYBIND11_MODULE(PYGAN_MODULE_NAME, m) {
       py::arg("variant") = 0, py::arg("stream") = 0,
       "One torch.optim.Adam step, in place, over every (param, grad, exp_avg, exp_avg_sq) at once.");
   def_conv_batchnorm(m, variants);  // issue 5: conv2d.cu, batchnorm.cu (csrc/bindings_conv_bn.h)
+  def_pool_softmax(m, variants);  // issue 6: pool.cu, softmax CE in loss.cu (csrc/bindings_pool_softmax.h)
 #endif  // PYGAN_HAVE_KERNELS
   m.def(
       "variants", [variants]() { return variants; },

@@ -95,3 +95,35 @@ void batch_norm_backward(const float* x, const float* gamma, const float* beta, 
 
 }  // namespace pygan
 // ==== end issue 5 =================================================================================
+
+// ==== issue 6: average pooling (csrc/pool.cu) and softmax cross-entropy (csrc/loss.cu) ==========
+// (linear has no kernels of its own: pygan/ops/native_conv_bn.py runs it as a 1x1 conv2d.)
+namespace pygan {
+
+// avg_pool2d: input (n, c, h, w), output (n, c, oh, ow), window (kh, kw), stride (sh, sw), no
+// padding; oh = (h - kh) / sh + 1, ow = (w - kw) / sw + 1 (checked: std::invalid_argument).
+struct Pool2dShape {
+  std::int64_t n, c, h, w, kh, kw, sh, sw, oh, ow;
+};
+std::vector<std::string> avg_pool2d_variants();
+// y[n,c,p,q] = mean of x over the window at (p*sh, q*sw).
+void avg_pool2d_forward(const float* x, float* y, const Pool2dShape& s, int variant, std::uintptr_t stream);
+// dx[n,c,h,v] = sum of dy / (kh*kw) over the windows covering (h, v); 0 where none does. No atomics.
+void avg_pool2d_backward(const float* dy, float* dx, const Pool2dShape& s, int variant, std::uintptr_t stream);
+
+// softmax cross-entropy, mean over rows: logits (rows, classes) float32, labels (rows,) int64
+// class indices. Variants are the "loss" family's (loss_variants(): one block / two passes).
+// A label outside [0, classes) is never used as an index: that row's loss term and its gradient
+// row are NaN (so the mean is NaN). The registry (pygan.ops) rejects such labels before a launch.
+// floats of scratch space softmax_cross_entropy_forward needs (0 when it needs none).
+std::int64_t softmax_cross_entropy_workspace_size(std::int64_t rows, int variant);
+// loss[0] = mean_r (logsumexp(x[r, :]) - x[r, labels[r]]); deterministic (no atomics).
+void softmax_cross_entropy_forward(const float* logits, const std::int64_t* labels, float* workspace, float* loss,
+                                   std::int64_t rows, std::int64_t classes, int variant, std::uintptr_t stream);
+// dlogits[r, j] = (softmax(x[r, :])[j] - (j == labels[r])) * dloss[0] / rows; dloss: one float in device memory.
+void softmax_cross_entropy_backward(const float* logits, const std::int64_t* labels, const float* dloss,
+                                    float* dlogits, std::int64_t rows, std::int64_t classes, int variant,
+                                    std::uintptr_t stream);
+
+}  // namespace pygan
+// ==== end issue 6 =================================================================================

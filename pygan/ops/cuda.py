@@ -6,7 +6,8 @@ They make inputs contiguous, allocate outputs with cupy.empty, and launch on CuP
 stream. `backend()` returns the wrapper object, whose methods also take `variant=` (benchmarks,
 tests). Importing this module needs no CuPy; the first call does.
 
-The conv2d_* / conv_transpose2d_* / batch_norm_* ops (issue 5) are at the end of this file.
+The conv2d_* / conv_transpose2d_* / batch_norm_* ops (issue 5) and linear_* / avg_pool2d_* /
+softmax_cross_entropy_* (issue 6) are at the end of this file.
 """
 
 from .native import make_backend
@@ -110,3 +111,35 @@ def batch_norm_leaky_relu_backward(x, gamma, beta, dy, mean, rstd, training, neg
 
 
 # ==== end issue 5 =================================================================================
+
+
+# ==== issue 6: linear (conv2d kernels as 1x1 convs), avg_pool2d (csrc/pool.cu), softmax
+# cross-entropy (csrc/loss.cu). labels: any integer dtype; converted to int64 for the kernels.
+# Variant: backend().<op>(..., variant=k); linear's is the conv2d family's (native_conv_bn.VARIANTS).
+
+
+def linear_forward(x, w, b):
+    return backend().linear_forward(x, w, b)
+
+
+def linear_backward(x, w, dy, has_bias):
+    return backend().linear_backward(x, w, dy, has_bias)
+
+
+def avg_pool2d_forward(x, kernel_size, stride):
+    return backend().avg_pool2d_forward(x, kernel_size, stride)
+
+
+def avg_pool2d_backward(dy, x_shape, kernel_size, stride):
+    return backend().avg_pool2d_backward(dy, x_shape, kernel_size, stride)
+
+
+def softmax_cross_entropy_forward(logits, labels):
+    return backend().softmax_cross_entropy_forward(logits, labels)
+
+
+def softmax_cross_entropy_backward(logits, labels, dloss):
+    return backend().softmax_cross_entropy_backward(logits, labels, dloss)
+
+
+# ==== end issue 6 =================================================================================

@@ -11,11 +11,18 @@ kernel runs.
     emulated.py  make_backend(pygan._emu, numpy, lambda: 0)   the same kernels on the CPU, for tests
 
 The conv2d_* / conv_transpose2d_* / batch_norm_* methods (issue 5) are attached at the end of this
-file; their wrapper logic is native_conv_bn.py's.
+file; their wrapper logic is native_conv_bn.py's, and so is linear_* (issue 6: conv2d with 1x1
+kernels). avg_pool2d_* and softmax_cross_entropy_* (issue 6) are methods of NativeOps below.
 Arguments were validated by the registry (pygan.ops) when called through it.
 """
 
 import numpy as np
+
+
+def _pair(v):
+    if isinstance(v, (tuple, list)):
+        return int(v[0]), int(v[1])
+    return int(v), int(v)
 
 
 def make_backend(native, xp, stream_fn):
@@ -91,6 +98,42 @@ class NativeOps:
         self.native.binary_cross_entropy_with_logits_backward(logits, target, dloss, dlogits, variant, self.stream())
         return dlogits
 
+    # -- softmax cross-entropy (issue 6; the "loss" family's variants) -------------------------
+    def _labels(self, labels):
+        # The kernels read int64 class indices: any integer dtype (int32 from a data loader,
+        # uint8, ...) is converted here, int64 passes through (copied only when not contiguous).
+        return self.xp.ascontiguousarray(labels, dtype=self.xp.int64)
+
+    def softmax_cross_entropy_forward(self, logits, labels, *, variant=0):
+        logits, labels = self._in(logits), self._labels(labels)
+        n = self.native.softmax_cross_entropy_workspace_size(int(logits.shape[0]), variant)
+        workspace = self._out((n,)) if n else None
+        loss = self._out(())
+        self.native.softmax_cross_entropy_forward(logits, labels, workspace, loss, variant, self.stream())
+        return loss
+
+    def softmax_cross_entropy_backward(self, logits, labels, dloss, *, variant=0):
+        logits, labels = self._in(logits), self._labels(labels)
+        dloss = self.xp.ascontiguousarray(self.xp.asarray(dloss, dtype=np.float32).reshape(1))
+        dlogits = self._out(logits.shape)
+        self.native.softmax_cross_entropy_backward(logits, labels, dloss, dlogits, variant, self.stream())
+        return dlogits
+
+    # -- average pooling (issue 6) -------------------------------------------------------------
+    def avg_pool2d_forward(self, x, kernel_size, stride, *, variant=0):
+        x = self._in(x)
+        (kh, kw), (sh, sw) = _pair(kernel_size), _pair(stride)
+        n, c, h, w = x.shape
+        y = self._out((n, c, (h - kh) // sh + 1, (w - kw) // sw + 1))
+        self.native.avg_pool2d_forward(x, y, (kh, kw), (sh, sw), variant, self.stream())
+        return y
+
+    def avg_pool2d_backward(self, dy, x_shape, kernel_size, stride, *, variant=0):
+        dy = self._in(dy)
+        dx = self._out(tuple(int(d) for d in x_shape))
+        self.native.avg_pool2d_backward(dy, dx, _pair(kernel_size), _pair(stride), variant, self.stream())
+        return dx
+
     # -- Adam --------------------------------------------------------------------------------
     def adam_step(self, params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay, *, variant=0):
         # In place: the arrays go through as they are (a non-contiguous one is a ValueError, since
@@ -164,10 +207,19 @@ def _batch_norm_leaky_relu_backward(self, x, gamma, beta, dy, mean, rstd, traini
     )
 
 
+# issue 6: linear runs on the conv2d kernels (1x1 convolutions), so its variant is conv2d's.
+def _linear_forward(self, x, w, b, *, variant=0):
+    return _issue5_native(self, "conv2d", variant).linear_forward(x, w, b)
+
+
+def _linear_backward(self, x, w, dy, has_bias, *, variant=0):
+    return _issue5_native(self, "conv2d", variant).linear_backward(x, w, dy, has_bias)
+
+
 for _name in (
     "conv2d_forward", "conv2d_backward", "conv2d_backward_data", "conv2d_backward_weight",
     "conv_transpose2d_forward", "conv_transpose2d_backward", "batch_norm_forward", "batch_norm_backward",
-    "batch_norm_leaky_relu_forward", "batch_norm_leaky_relu_backward",
+    "batch_norm_leaky_relu_forward", "batch_norm_leaky_relu_backward", "linear_forward", "linear_backward",
 ):
     _fn = globals()["_" + _name]
     _fn.__name__ = _fn.__qualname__ = _name

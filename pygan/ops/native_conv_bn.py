@@ -11,6 +11,11 @@ so signatures stay identical to the reference's.
 conv_transpose2d runs on the three conv computations: its forward is conv backward-data (y plays
 conv's input, x conv's output), its backward-data is conv forward of dy, its backward-weight is conv
 backward-weight with x and dy swapped.
+
+linear (issue 6) runs on them too, as a 1x1 convolution of a 1x1 image: x (N, in) is viewed as
+(N, in, 1, 1) and w (out, in) as (out, in, 1, 1), so forward is conv forward (an (out x N x in)
+GEMM), dx is conv backward-data, dw conv backward-weight (split-K over the batch, deterministic)
+and db the conv bias gradient. Its kernel variant is the conv2d family's.
 """
 
 from __future__ import annotations
@@ -122,6 +127,26 @@ class Native:
         db = self._bias_grad(dyf) if has_bias else None
         return self._cast_back(dx, x), self._cast_back(dw, x), self._cast_back(db, x)
 
+    # -- linear (issue 6): conv2d with 1x1 kernels on a 1x1 image ---------------------------------
+    def linear_forward(self, x, w, b):
+        n, k = x.shape
+        o = w.shape[0]
+        xf = self._f32(x).reshape(n, k, 1, 1)
+        wf = self._f32(w).reshape(o, k, 1, 1)
+        y = self._fwd(xf, wf, self._f32(b), (n, o, 1, 1), (1, 1), (0, 0))
+        return self._cast_back(y.reshape(n, o), x)
+
+    def linear_backward(self, x, w, dy, has_bias):
+        n, k = x.shape
+        o = w.shape[0]
+        xf = self._f32(x).reshape(n, k, 1, 1)
+        wf = self._f32(w).reshape(o, k, 1, 1)
+        dyf = self._f32(dy).reshape(n, o, 1, 1)
+        dx = self._bwd_data(dyf, wf, (n, k, 1, 1), (1, 1), (0, 0)).reshape(n, k)
+        dw = self._bwd_weight(xf, dyf, (o, k, 1, 1), (1, 1), (0, 0)).reshape(o, k)
+        db = self._bias_grad(dyf) if has_bias else None
+        return self._cast_back(dx, x), self._cast_back(dw, x), self._cast_back(db, x)
+
     # -- batch norm ----------------------------------------------------------------------------
     def _bn_forward(self, x, gamma, beta, running_mean, running_var, training, momentum, eps, act, slope):
         xf = self._f32(x)
@@ -188,4 +213,6 @@ OPS = (
     "batch_norm_backward",
     "batch_norm_leaky_relu_forward",
     "batch_norm_leaky_relu_backward",
+    "linear_forward",
+    "linear_backward",
 )
