@@ -7,7 +7,7 @@
 // summing the dy of every window that covers it, so no atomics; in the global case each input
 // element has exactly one window and the loop is a single term):
 //   1: one thread per output element, grid-stride (a plain port of the reference)
-//   2: global pooling (kernel == whole image, OH = OW = 1, as the classifier's final 8x8 -> 1x1)
+//   2: global pooling (kernel == whole image, OH = OW = 1: nn.GlobalAvgPool2d)
 //      as one warp per (n, c) plane: lanes read consecutive elements (coalesced; variant 1's
 //      thread-per-plane reads are H*W*4 bytes apart) and a warp shuffle reduction sums them in a
 //      fixed order. Other shapes fall back to variant 1. Default (not yet timed: no GPU on the CI

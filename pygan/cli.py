@@ -183,6 +183,10 @@ def cmd_eval(args):
     extractor = classifier.load(args.dataset, args.classifier, device)
     if args.checkpoint:
         G, meta = load_generator(args.checkpoint, device)
+        trained_on = (meta.get("config") or {}).get("dataset")
+        if trained_on and trained_on.replace("_", "-").lower() != extractor.dataset:
+            print(f"pygan: warning: {args.checkpoint} was trained on {trained_on!r} but is being compared with "
+                  f"{extractor.dataset!r} (--dataset)", file=sys.stderr)
         images = evaluate.generate(G, args.n, args.seed, args.batch_size, device)
         source, what = args.checkpoint, f"{args.n} samples from {args.checkpoint} (z seed {args.seed})"
     else:

@@ -126,11 +126,17 @@ class Trainer:
         self.best_path = os.path.join(c.outf, BEST_CHECKPOINT)
         self.best_fd = None
         self._eval_reference = None
-        # None: at each epoch's end on the GPU (cheap there), off on the CPU (10k samples cost ~30 s)
-        self.eval_every = (0 if self.device == "cpu" else -1) if c.eval_every is None else c.eval_every
-        if self.eval_every:
-            from . import classifier
+        # None: at each epoch's end on the GPU (cheap there) when the data set has a shipped classifier;
+        # never on the CPU (10k samples cost ~30 s). -1 means "at each epoch's end".
+        from . import classifier
 
+        if c.eval_every is None:
+            key = datasets._canonical_name(c.dataset)
+            has_classifier = key in classifier.CLASS_NAMES and os.path.isfile(classifier.default_path(key))
+            self.eval_every = -1 if self.device != "cpu" and has_classifier else 0
+        else:
+            self.eval_every = c.eval_every
+        if self.eval_every:
             self._extractor = classifier.load(c.dataset, device=self.device)  # fails now, not after an epoch
         if c.resume:
             self.load_checkpoint(self.checkpoint_path)

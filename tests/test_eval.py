@@ -113,17 +113,18 @@ def test_train_against_test_is_near_the_floor(reference, train_images):
 
 
 @needs_fashion
-def test_noise_is_far(reference):
-    noise = np.random.default_rng(3).uniform(-1, 1, (N, 1, 32, 32)).astype(np.float32)
-    r = score(reference, noise)
-    assert r["frechet_distance"] > 100 * max(score(reference, reference_like(reference))["frechet_distance"], 1e-3)
-    assert r["precision"] < 0.01 and r["density"] < 0.01 and r["coverage"] < 0.01
-
-
-def reference_like(reference):
-    """N test images themselves: a generator that memorised the test set."""
-    test = data.load_dataset("fashion-mnist", train=False).images
-    return test[:N]
+def test_noise_is_far(reference, train_images):
+    """Noise is far by FD, recall and coverage. Precision and density are lower than for real images
+    but not 0: noise features bunch together inside the wide k-NN ball of some odd real image (the
+    outlier weakness of precision that density only partly fixes, Naeem et al. 2020)."""
+    real = score(reference, train_images)
+    for noise in (np.random.default_rng(3).uniform(-1, 1, (N, 1, 32, 32)),
+                  np.clip(np.random.default_rng(3).normal(0, 0.5, (N, 1, 32, 32)), -1, 1)):
+        r = score(reference, noise.astype(np.float32))
+        assert r["frechet_distance"] > 100 * real["frechet_distance"]
+        assert r["recall"] < 0.01 and r["coverage"] < 0.01
+        assert r["precision"] < real["precision"] and r["density"] < real["density"]
+        assert r["inception_score"] < 0.5 * real["inception_score"]
 
 
 def blur(images, sigma):

@@ -378,6 +378,11 @@ def sigmoid_backward(y, dy):
     return dy * (y * (1 - y))
 
 
+def _scalar(a):
+    """A Python float from a 0-d or one-element array (or a number)."""
+    return float(np.asarray(a).reshape(-1)[0])
+
+
 def binary_cross_entropy_with_logits_forward(logits, target):
     """Mean over all elements of max(x, 0) - x*t + log1p(exp(-|x|)); a 0-d array."""
     x = logits
@@ -393,7 +398,7 @@ def binary_cross_entropy_with_logits_backward(logits, target, dloss):
     t = np.asarray(target, dtype=x.dtype)
     g = _sigmoid(x)
     g -= t
-    g *= float(dloss) / x.size
+    g *= _scalar(dloss) / x.size
     return g
 
 
@@ -494,7 +499,7 @@ def softmax_cross_entropy_backward(logits, labels, dloss):
     labels = np.asarray(labels)
     g = np.exp(_log_softmax(logits))
     g[np.arange(len(labels)), labels] -= 1
-    g *= float(dloss) / len(labels)
+    g *= _scalar(dloss) / len(labels)
     return g
 
 
