@@ -264,3 +264,25 @@ def test_train_eval_is_off_by_default_on_the_cpu(tmp_path):
     trainer = Trainer(config, log=lambda *a: None)
     trainer.fit()
     assert trainer.eval_every == 0 and not os.path.exists(trainer.eval_path)
+
+
+# -- the training script on MNIST files -------------------------------------------------------------
+
+
+def test_classifier_script_trains_an_mnist_classifier_from_idx_files(tmp_path, capsys):
+    """The same script, pointed at MNIST IDX files (here random ones, 10 classes), writes a loadable
+    classifier, and exits with status 1 when the test accuracy misses --min-accuracy."""
+    from test_data import write_idx_set
+
+    rng = np.random.default_rng(7)
+    for split, n in (("train", 96), ("test", 40)):
+        labels = np.arange(n) % 10
+        write_idx_set(tmp_path / "mnist", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), labels.astype(np.uint8), split)
+    out = tmp_path / "mnist-classifier.safetensors"
+    status = classifier.main(["--dataset", "mnist", "--dataroot", str(tmp_path), "--epochs", "1", "--batch-size", "32",
+                              "--device", "cpu", "--out", str(out), "--min-accuracy", "0.99"])
+    assert status == 1 and "below --min-accuracy 0.99" in capsys.readouterr().err  # random images: chance level
+    ex = classifier.load("mnist", path=str(out))
+    assert ex.dataset == "mnist" and ex.meta["classes"] == [str(d) for d in range(10)] and ex.meta["train_images"] == 96
+    features, probs = ex(np.zeros((3, 1, 28, 28), np.float32))
+    assert features.shape == (3, 64) and np.allclose(probs.sum(axis=1), 1)
