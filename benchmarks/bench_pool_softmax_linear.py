@@ -21,12 +21,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from harness import Bench, device_description, exit_without_gpu, torch_or_none  # noqa: E402
 
 POOL = [  # x shape, kernel_size, stride
-    ((128, 256, 8, 8), 8, 8),  # the classifier's global pool
-    ((128, 64, 32, 32), 2, 2),
-    ((128, 64, 32, 32), 3, 2),
+    ((128, 32, 32, 32), 2, 2),  # the classifier's three poolings (batch 128)
+    ((128, 64, 16, 16), 2, 2),
+    ((128, 64, 8, 8), 2, 2),
+    ((128, 256, 8, 8), 8, 8),  # a global pool (nn.GlobalAvgPool2d)
+    ((128, 64, 32, 32), 3, 2),  # overlapping windows
 ]
 SOFTMAX = [(128, 10), (4096, 10), (65536, 10), (4096, 1000)]  # rows, classes
-LINEAR = [(128, 256, 10), (256, 4096, 1000)]  # batch, in_features, out_features
+LINEAR = [(128, 1024, 64), (128, 64, 10), (256, 4096, 1000)]  # batch, in, out: the classifier's two, a large one
 TOL = (1e-4, 1e-4)  # atol (times max(|ref|, 1)), rtol (times max|ref|): harness.Bench.case
 LINEAR_TOL, TF32_TOL = (1e-3, 1e-3), (2e-2, 2e-2)
 
