@@ -10,6 +10,15 @@ import sys
 import numpy as np
 
 
+class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Show defaults, except None/False ones and where the help already says what the default is."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _positive_int(text):
     try:
         value = int(text)
@@ -21,7 +30,7 @@ def _positive_int(text):
 
 
 def _add_train(sub):
-    p = sub.add_parser("train", help="train a DCGAN", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser("train", help="train a DCGAN", formatter_class=_Defaults)
     p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist | mnist | cifar10 | folder | fake")
     p.add_argument("--dataroot", default=None, help="path to the data set (default: the system's Fashion-MNIST)")
     p.add_argument("--batchSize", type=_positive_int, default=64, help="input batch size")
@@ -55,7 +64,7 @@ def _add_train(sub):
 
 def _add_sample(sub):
     p = sub.add_parser("sample", help="write a grid of samples from a checkpoint",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_Defaults)
     p.add_argument("--checkpoint", required=True, help="a checkpoint.safetensors written by `pygan train`")
     p.add_argument("--n", type=_positive_int, default=64, help="number of samples")
     p.add_argument("--nrow", type=_positive_int, default=8, help="images per row")
@@ -71,7 +80,7 @@ def _add_sample(sub):
 
 def _add_eval(sub):
     p = sub.add_parser("eval", help="measure sample quality (Frechet distance, precision/recall, ...) offline",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_Defaults)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="a checkpoint.safetensors written by `pygan train`: --n samples are drawn")
     src.add_argument("--samples", help="images in a .npy/.npz/.safetensors file (e.g. from `pygan sample --out x.npz`)")
@@ -88,7 +97,7 @@ def _add_eval(sub):
 
 
 def _add_bench(sub):
-    p = sub.add_parser("bench", help="time one D+G training step", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser("bench", help="time one D+G training step", formatter_class=_Defaults)
     p.add_argument("--imageSize", type=int, default=32, choices=(32, 64, 128))
     p.add_argument("--nc", type=_positive_int, default=1)
     p.add_argument("--batchSize", type=_positive_int, default=64)
