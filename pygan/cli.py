@@ -88,7 +88,7 @@ def _add_eval(sub):
     p.add_argument("--dataroot", default=None, help="where the data set's IDX files are (default: the system's)")
     p.add_argument("--n", type=_positive_int, default=10000, help="samples drawn from --checkpoint (< 10000 is biased)")
     p.add_argument("--seed", type=int, default=0, help="seed for z (and for the training images of the floor)")
-    p.add_argument("--batch-size", type=_positive_int, default=500)
+    p.add_argument("--batch-size", type=_positive_int, default=500, help="images per forward pass")
     p.add_argument("--device", default="auto", help="cpu | cuda | auto")
     p.add_argument("--classifier", default=None, help="classifier weights (default: the one shipped for --dataset)")
     p.add_argument("--no-floor", action="store_true", help="skip the real-vs-real floor (10k training images)")

@@ -86,16 +86,17 @@ ROWS = [  # (key, label, which way is better)
 def format_table(result):
     prefix = result["metric_prefix"]
     floor = result.get("floor")
-    lines = [f"{'metric':<34} {'samples':>10} {'real floor':>11}  better"]
+    width = max(len(label) for _, label, _ in ROWS) + len(prefix) + 3
+    lines = [f"{'metric':<{width}} {'samples':>10} {'real floor':>11}  better"]
     for key, label, better in ROWS:
         f = f"{floor[key]:>11.4f}" if floor else f"{'-':>11}"
-        lines.append(f"{label + ' [' + prefix + ']':<34} {result[key]:>10.4f} {f}  {better}")
+        lines.append(f"{label + ' [' + prefix + ']':<{width}} {result[key]:>10.4f} {f}  {better}")
     classes = result["classifier"].get("classes") or [str(i) for i in range(len(result["class_histogram"]))]
     hist = ", ".join(f"{name} {100 * h:.1f}%" for name, h in zip(classes, result["class_histogram"]))
     lines.append(f"class histogram: {hist}")
-    floor_n = f" vs {floor['n']} training images" if floor else ""
-    lines.append(f"n = {result['n']} samples vs {result['real_reference']}{floor_n}; classifier {prefix} "
-                 f"(test accuracy {result['classifier']['test_accuracy']:.4f})")
+    floor_n = f"; real floor: {floor['n']} training images scored the same way" if floor else ""
+    lines.append(f"{result['n']} samples scored against {result['real_reference']}{floor_n}")
+    lines.append(f"classifier {prefix}: test accuracy {result['classifier']['test_accuracy']:.4f}")
     if result["biased"]:
         lines.append(f"note: n < {FULL_N}: these numbers are BIASED (FD up, recall and coverage down) and are "
                      f"comparable only with runs at the same n")
