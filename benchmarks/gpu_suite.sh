@@ -18,6 +18,7 @@ fi
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 mkdir -p "$1"
 OUT="$(cd "$1" && pwd)"
+export OUT
 LOGS="$OUT/logs"
 mkdir -p "$LOGS"
 cd "$ROOT" || exit 2
@@ -146,6 +147,25 @@ print("variants:", _C.variants())
 PYEOF
 }
 
+# A short DCGAN run on the GPU with evaluation on (our kernels end to end: training, checkpoints, the
+# eval classifier's forward pass), then `pygan eval` of its checkpoint on the GPU. Fashion-MNIST from
+# the system or SUITE_DATAROOT; without it, a run on procedural images and no evaluation.
+end_to_end() {
+  local run="$OUT/e2e_run" root=()
+  [ -n "${SUITE_DATAROOT:-}" ] && root=(--dataroot "$SUITE_DATAROOT")
+  if "$PY" -c "import sys; from pygan import data; data.load_dataset('fashion-mnist', sys.argv[1] if len(sys.argv) > 1 else None, train=False)" ${root[@]+"${root[1]}"}; then
+    "$PY" -m pygan train --dataset fashion-mnist ${root[@]+"${root[@]}"} --niter 1 --max-steps 200 --device cuda \
+      --manualSeed 1 --eval-every 100 --eval-n 2000 --no-progress --outf "$run" &&
+      cat "$run/eval.csv" &&
+      "$PY" -m pygan eval --checkpoint "$run/checkpoint.safetensors" ${root[@]+"${root[@]}"} --device cuda \
+        --out "$run/eval.json"
+  else
+    echo "Fashion-MNIST not found (set SUITE_DATAROOT): training on procedural images, no evaluation"
+    "$PY" -m pygan train --dataset fake --nc 1 --fake-size 12800 --niter 1 --max-steps 200 --device cuda \
+      --manualSeed 1 --no-progress --outf "$run"
+  fi
+}
+
 write_report
 section build 900 build
 section cuda_available 120 check_cuda
@@ -153,6 +173,7 @@ section pytest_cuda 1200 "$PY" -m pytest -q -rfEs -m cuda tests
 EMU_TESTS=$(ls tests/test_emulated*.py tests/test_ops_parity.py 2>/dev/null | tr '\n' ' ')
 # shellcheck disable=SC2086
 section pytest_emulation 900 "$PY" -m pytest -q -rfEs $EMU_TESTS
+section end_to_end 600 end_to_end
 if [ "${SUITE_FULL_TESTS:-0}" = 1 ]; then
   section pytest_full 2400 "$PY" -m pytest -q -rfEs -m "not cuda and not slow" tests
 fi
