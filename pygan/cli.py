@@ -187,6 +187,8 @@ def cmd_eval(args):
     from .autograd import normalise_device
     from .train import load_generator
 
+    if args.n < 2 * evaluate.K_DENSITY_COVERAGE:
+        raise ValueError(f"--n must be at least {2 * evaluate.K_DENSITY_COVERAGE} (k-NN metrics), got {args.n}")
     device = normalise_device(args.device)
     started = time.perf_counter()
     extractor = classifier.load(args.dataset, args.classifier, device)

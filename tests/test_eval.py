@@ -215,6 +215,8 @@ def test_eval_cli_rejects_bad_samples(tmp_path, capsys):
     np.save(bad, np.zeros((20, 5, 32, 32), np.float32))
     assert main(["eval", "--samples", str(bad)]) == 2
     assert "1 or 3 channels" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", str(tmp_path / "c.safetensors"), "--n", "3"]) == 2
+    assert "--n must be at least 10" in capsys.readouterr().err
     assert main(["eval", "--samples", str(tmp_path / "missing.npz")]) == 2
     assert "does not exist" in capsys.readouterr().err
     (tmp_path / "x.txt").write_text("hello")
