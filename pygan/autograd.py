@@ -246,6 +246,7 @@ class Function:
 
     inputs = ()
     outputs = ()
+    needs_input_grad = ()
 
     def __call__(self, *inputs):
         devices = {x.device for x in inputs if isinstance(x, Tensor)}
@@ -262,6 +263,8 @@ class Function:
                 y.grad_fn = self
             self.inputs = inputs
             self.outputs = outputs
+            # backward may skip gradients nobody will read (a conv's dx for an input image)
+            self.needs_input_grad = tuple(isinstance(x, Tensor) and x.requires_grad for x in inputs)
         return outputs[0] if single else tuple(outputs)
 
     def release(self):

@@ -166,3 +166,23 @@ def test_layers_match_torch_when_available(rng):
     yt.backward(torch.from_numpy(dy))
     for (name, p), pt in zip(ours.named_parameters(), theirs.parameters()):
         np.testing.assert_allclose(p.grad.numpy(), pt.grad.numpy(), rtol=1e-8, atol=1e-10, err_msg=name)
+
+
+def test_conv_skips_the_input_gradient_nobody_reads_and_weights_match():
+    """An input that does not require grad (data) gets no gradient; the weight's is unchanged."""
+    import pygan
+    from pygan import nn as pnn
+
+    rng = np.random.default_rng(11)
+    conv = pnn.Conv2d(2, 3, 4, stride=2, padding=1)
+    x_data = rng.standard_normal((2, 2, 8, 8)).astype(np.float32)
+    grads = []
+    for needs in (False, True):
+        conv.zero_grad()
+        x = pygan.tensor(x_data, requires_grad=needs)
+        (conv(x) * 1.5).sum().backward()
+        grads.append((conv.weight.grad.numpy().copy(), conv.bias.grad.numpy().copy(), x.grad))
+    (w0, b0, gx0), (w1, b1, gx1) = grads
+    assert gx0 is None and gx1 is not None
+    np.testing.assert_array_equal(w0, w1)
+    np.testing.assert_allclose(b0, b1, rtol=1e-6)

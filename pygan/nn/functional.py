@@ -26,6 +26,9 @@ class Conv2dFunction(Function):
 
     def backward(self, dy):
         x, w = self.saved
+        if self.needs_input_grad and not self.needs_input_grad[0]:  # e.g. D's first layer on data
+            dw = ops.conv2d_backward_weight(x, dy, w.shape, self.stride, self.padding)
+            return None, dw, dy.sum(axis=(0, 2, 3)) if self.has_bias else None
         return ops.conv2d_backward(x, w, dy, self.stride, self.padding, self.has_bias)
 
 
