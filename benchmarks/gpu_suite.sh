@@ -10,7 +10,13 @@
 #   SUITE_FULL_TESTS=1   also run the whole CPU test suite (-m "not cuda and not slow")
 #   SUITE_SANITIZER=0    skip the compute-sanitizer memcheck run
 #   SUITE_BENCH_TIMEOUT  seconds per benchmark script (default 600)
+#   SUITE_SECTIONS       comma-separated section names to run (default: all), e.g.
+#                        "build,cuda_available,pytest_cuda,end_to_end" then "build,bench_conv" in a
+#                        second call on the still-warm machine (the build is then incremental)
+#   SUITE_DEADLINE       seconds from the start after which no new section begins (default: none),
+#                        so a call with a hard time limit still returns a complete report
 set -u
+SUITE_START=$(date +%s)
 if [ $# -ne 1 ]; then
   echo "usage: $0 OUTDIR" >&2
   exit 2
@@ -35,6 +41,17 @@ have timeout && TIMEOUT="timeout"
 section() {
   local name="$1" limit="$2"
   shift 2
+  if [ -n "${SUITE_SECTIONS:-}" ] && [[ ",$SUITE_SECTIONS," != *",$name,"* ]]; then
+    return 0
+  fi
+  if [ -n "${SUITE_DEADLINE:-}" ] && [ $(($(date +%s) - SUITE_START)) -ge "$SUITE_DEADLINE" ]; then
+    skip "$name" "SUITE_DEADLINE ${SUITE_DEADLINE}s reached"
+    return 0
+  fi
+  if [ -n "${SUITE_DEADLINE:-}" ]; then  # never run past the deadline
+    local left=$((SUITE_DEADLINE - ($(date +%s) - SUITE_START)))
+    [ "$left" -lt "$limit" ] && limit=$left
+  fi
   local log="$LOGS/$name.log" start end rc status
   echo "== $name: $*" | tee "$log"
   start=$(date +%s%N)
@@ -61,6 +78,9 @@ section() {
 
 # skip NAME WHY: record a section that could not run here.
 skip() {
+  if [ -n "${SUITE_SECTIONS:-}" ] && [[ ",$SUITE_SECTIONS," != *",$1,"* ]]; then
+    return 0
+  fi
   printf '%s\t%s\t-\n' "$1" "SKIP ($2)" >>"$SUMMARY"
   echo "== $1: SKIP ($2)"
   write_report
