@@ -5,9 +5,9 @@ same directory, flush it to disk, then rename it over the old one. Loading only 
 JSON, so opening a checkpoint never runs code.
 """
 
+import contextlib
 import json
 import os
-import tempfile
 
 import numpy as np
 
@@ -23,6 +23,32 @@ def _to_numpy(a):
     return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
 
 
+@contextlib.contextmanager
+def atomic_write(path):
+    """Open a binary file that appears at `path` whole or not at all.
+
+    Writes go to a temporary file in the same folder (created with the umask's permissions, as by
+    open()), which is flushed to disk and renamed over `path` when the block ends without an
+    exception; on an exception it is removed and `path` is left as it was. Checkpoints, image
+    grids, plots, sample arrays and evaluation results are written through it.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def save(path, tensors, meta):
     """Write {name: array} and a JSON-able `meta` dict to `path` atomically."""
     from safetensors.numpy import save as st_save
@@ -30,19 +56,8 @@ def save(path, tensors, meta):
     arrays = {name: np.ascontiguousarray(_to_numpy(a)) for name, a in tensors.items()}
     header = {"format": FORMAT, "meta": json.dumps(meta, sort_keys=True)}
     blob = st_save(arrays, metadata=header)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as f:
+        f.write(blob)
 
 
 def load(path):

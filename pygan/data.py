@@ -596,26 +596,16 @@ def make_grid(images, nrow=8, padding=2):
 
 
 def save_image_grid(images, path, nrow=8, padding=2):
-    """Write make_grid(images) to `path` atomically (temp file in the same folder, then os.replace).
+    """Write make_grid(images) to `path` atomically (checkpoint.atomic_write).
 
     Grayscale images give an 'L' PNG, 3-channel ones an 'RGB' PNG. Returns the path.
     """
     Image = _pil().Image
     grid = make_grid(images, nrow, padding)
+    from .checkpoint import atomic_write
+
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
     fmt = Image.registered_extensions().get(os.path.splitext(path)[1].lower(), "PNG")
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)   # the umask applies, as for open()
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(grid).save(f, format=fmt)   # 2-D -> "L", (H, W, 3) -> "RGB"
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_write(path) as f:
+        Image.fromarray(grid).save(f, format=fmt)   # 2-D -> "L", (H, W, 3) -> "RGB"
     return path

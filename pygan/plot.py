@@ -1,8 +1,8 @@
 """The loss plot: loss_D and loss_G per step, and D(x), D(G(z)) below, from the training log."""
 
 import csv
-import os
-import tempfile
+
+from .checkpoint import atomic_write
 
 
 def read_log(path):
@@ -57,14 +57,9 @@ def plot_log(log_path, out_path):
     ax2.set_ylim(0, 1)
     ax2.legend(loc="upper right")
     fig.tight_layout()
-    directory = os.path.dirname(os.path.abspath(out_path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=directory)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=100, format="png")
-        os.replace(tmp, out_path)
+        with atomic_write(out_path) as f:
+            fig.savefig(f, dpi=100, format="png")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return out_path
