@@ -140,7 +140,8 @@ def cmd_train(args):
 
 def cmd_sample(args):
     from . import data
-    from .autograd import Tensor, no_grad, normalise_device, to_device
+    from .autograd import normalise_device
+    from .evaluate import run_generator
     from .train import load_generator
 
     device = normalise_device(args.device)
@@ -154,9 +155,7 @@ def cmd_sample(args):
     else:
         z = rng.standard_normal((args.n, G.nz))
         nrow = args.nrow
-    with no_grad():
-        images = np.concatenate([G(Tensor(to_device(z[i : i + 500].astype(np.float32), device))).numpy()
-                                 for i in range(0, len(z), 500)])
+    images = run_generator(G, z, device=device)
     if args.out.lower().endswith((".npy", ".npz")):
         _save_arrays(args.out, images)
     else:
@@ -166,17 +165,14 @@ def cmd_sample(args):
 
 
 def _save_arrays(path, images):
-    """images (float32 in [-1, 1]) as .npy or .npz ('images'), written to a temporary file, then renamed."""
-    import os
+    """images (float32 in [-1, 1]) as .npy or .npz ('images'), written atomically."""
+    from .checkpoint import atomic_write
 
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    with open(tmp, "wb") as f:
+    with atomic_write(path) as f:
         if path.lower().endswith(".npz"):
             np.savez(f, images=images)
         else:
             np.save(f, images)
-    os.replace(tmp, path)
 
 
 def cmd_eval(args):

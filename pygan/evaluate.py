@@ -12,6 +12,7 @@ import os
 import numpy as np
 
 from . import classifier as classifier_mod
+from .checkpoint import atomic_write
 from . import data as datasets
 from . import metrics
 
@@ -29,8 +30,7 @@ class RealReference:
         test = datasets.load_dataset(key, dataroot, classifier_mod.IMAGE_SIZE, train=False)
         self.extractor = extractor
         self.features, self.probs = extractor(test.images)
-        radii = metrics.knn_radii(self.features, [K_PRECISION_RECALL, K_DENSITY_COVERAGE])
-        self.radii_pr, self.radii_dc = radii[K_PRECISION_RECALL], radii[K_DENSITY_COVERAGE]
+        self.radii = metrics.knn_radii(self.features, [K_PRECISION_RECALL, K_DENSITY_COVERAGE])
         self.stats = metrics.feature_statistics(self.features)
         self.floor = None
         if floor:
@@ -40,13 +40,12 @@ class RealReference:
 
     def compare(self, features, probs):
         """Every metric of (features, probs) of some images against the test split."""
-        precision, recall = metrics.precision_recall(self.features, features, K_PRECISION_RECALL, self.radii_pr)
-        density, coverage = metrics.density_coverage(self.features, features, K_DENSITY_COVERAGE, self.radii_dc)
+        knn = metrics.knn_metrics(self.features, features, K_PRECISION_RECALL, K_DENSITY_COVERAGE, self.radii)
         hist, kl = metrics.class_histogram(probs)
         return {
             "n": int(len(features)),
             "frechet_distance": metrics.frechet_distance(*self.stats, *metrics.feature_statistics(features)),
-            "precision": precision, "recall": recall, "density": density, "coverage": coverage,
+            **knn,
             "class_kl_to_uniform": kl, "inception_score": metrics.inception_score(probs),
             "class_histogram": [float(h) for h in hist],
         }
@@ -104,28 +103,26 @@ def format_table(result):
 
 
 def write_json(result, path):
-    """Write the result atomically (temporary file, then rename)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=1, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    """Write the result atomically (checkpoint.atomic_write)."""
+    with atomic_write(path) as f:
+        f.write((json.dumps(result, indent=1, sort_keys=True) + "\n").encode())
 
 
 def generate(G, n, seed=0, batch_size=500, device="cpu"):
-    """n images from generator G (eval mode) with z drawn from a fixed seed, as float32 numpy."""
+    """n images from generator G with z ~ N(0, I) drawn from a fixed seed (as `pygan sample --seed`)."""
+    z = np.random.default_rng(seed).standard_normal((n, G.nz))
+    return run_generator(G, z, batch_size, device)
+
+
+def run_generator(G, z, batch_size=500, device="cpu"):
+    """G(z) in eval mode (running BatchNorm statistics), batch by batch, as float32 numpy images."""
     from .autograd import Tensor, no_grad, to_device
 
-    rng = np.random.default_rng(seed)
-    out = []
+    z = np.asarray(z, dtype=np.float32).reshape(len(z), G.nz, 1, 1)
     was_training = G.training
     G.eval()
     with no_grad():
-        for i in range(0, n, batch_size):
-            z = rng.standard_normal((min(batch_size, n - i), G.nz, 1, 1)).astype(np.float32)
-            out.append(G(Tensor(to_device(z, device))).numpy())
+        out = [G(Tensor(to_device(z[i : i + batch_size], device))).numpy() for i in range(0, len(z), batch_size)]
     G.train(was_training)
     return np.concatenate(out)
 

@@ -15,8 +15,8 @@ import warnings
 import numpy as np
 
 __all__ = [
-    "feature_statistics", "frechet_distance", "frechet_distance_from_features", "knn_radii", "precision_recall",
-    "density_coverage", "class_histogram", "inception_score",
+    "feature_statistics", "frechet_distance", "frechet_distance_from_features", "knn_radii", "knn_metrics",
+    "precision_recall", "density_coverage", "class_histogram", "inception_score",
 ]
 
 _CHUNK = 1024  # rows of a distance matrix held at once: 1024 x 10000 float64 is 80 MB
@@ -107,32 +107,49 @@ def knn_radii(features, ks):
     return radii
 
 
+def knn_metrics(real, fake, k_pr=3, k_dc=5, real_radii=None):
+    """Precision and recall (k-NN balls of k_pr neighbours) and density and coverage (k_dc), from one
+    pass over the fake-vs-real distances. real_radii: {k: knn_radii of real}, if already computed.
+    k_pr or k_dc None leaves that pair out. Returns a dict with the metrics computed."""
+    real, fake = _features("real features", real), _features("fake features", fake)
+    ks = [k for k in (k_pr, k_dc) if k is not None]
+    known = real_radii or {}
+    missing = [k for k in ks if k not in known]
+    radii = {**known, **(knn_radii(real, missing) if missing else {})}
+    r_fake = knn_radii(fake, [k_pr])[k_pr] if k_pr is not None else None
+    inside_real = np.zeros(len(fake), bool)  # precision: fake sample within some real k_pr-ball
+    inside_fake = np.zeros(len(real), bool)  # recall: real sample within some fake k_pr-ball
+    balls_holding = 0  # density: sum over fake samples of the real k_dc-balls holding them
+    nearest_fake = np.full(len(real), np.inf)  # coverage: a real ball holds its nearest fake sample
+    for start, d in _distance_chunks(fake, real):
+        if k_pr is not None:
+            inside_real[start : start + len(d)] = (d <= radii[k_pr][None, :]).any(axis=1)
+            inside_fake |= (d <= r_fake[start : start + len(d), None]).any(axis=0)
+        if k_dc is not None:
+            balls_holding += int((d <= radii[k_dc][None, :]).sum())
+            nearest_fake = np.minimum(nearest_fake, d.min(axis=0))
+    out = {}
+    if k_pr is not None:
+        out.update(precision=float(inside_real.mean()), recall=float(inside_fake.mean()))
+    if k_dc is not None:
+        out.update(density=float(balls_holding / (k_dc * len(fake))),
+                   coverage=float((nearest_fake <= radii[k_dc]).mean()))
+    return out
+
+
 def precision_recall(real, fake, k=3, real_radii=None):
     """(precision, recall): the fraction of fake samples inside the real k-NN manifold, and of real
     samples inside the fake one (a sample is inside when it lies within some sample's k-NN ball)."""
-    real, fake = _features("real features", real), _features("fake features", fake)
-    r_real = knn_radii(real, [k])[k] if real_radii is None else real_radii
-    r_fake = knn_radii(fake, [k])[k]
-    inside_real = np.zeros(len(fake), bool)
-    inside_fake = np.zeros(len(real), bool)
-    for start, d in _distance_chunks(fake, real):
-        inside_real[start : start + len(d)] = (d <= r_real[None, :]).any(axis=1)
-        inside_fake |= (d <= r_fake[start : start + len(d), None]).any(axis=0)
-    return float(inside_real.mean()), float(inside_fake.mean())
+    m = knn_metrics(real, fake, k, None, None if real_radii is None else {k: real_radii})
+    return m["precision"], m["recall"]
 
 
 def density_coverage(real, fake, k=5, real_radii=None):
     """(density, coverage) after Naeem et al.: density counts how many real k-NN balls hold each fake
     sample (divided by k, so about 1 when the distributions match); coverage is the fraction of real
     samples whose ball holds at least one fake sample."""
-    real, fake = _features("real features", real), _features("fake features", fake)
-    r_real = knn_radii(real, [k])[k] if real_radii is None else real_radii
-    count = 0
-    nearest_fake = np.full(len(real), np.inf)
-    for _, d in _distance_chunks(fake, real):
-        count += int((d <= r_real[None, :]).sum())
-        nearest_fake = np.minimum(nearest_fake, d.min(axis=0))
-    return float(count / (k * len(fake))), float((nearest_fake <= r_real).mean())
+    m = knn_metrics(real, fake, None, k, None if real_radii is None else {k: real_radii})
+    return m["density"], m["coverage"]
 
 
 def class_histogram(probs):

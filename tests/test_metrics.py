@@ -137,3 +137,23 @@ def test_inception_score_ranges_from_one_to_the_number_of_classes():
     assert metrics.inception_score(np.eye(k)[np.arange(500) % k]) == pytest.approx(k, rel=1e-6)
     assert metrics.inception_score(np.full((500, k), 1.0 / k)) == pytest.approx(1.0)
     assert metrics.inception_score(np.eye(k)[np.zeros(500, int)]) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_knn_metrics_match_their_definitions_by_brute_force(monkeypatch):
+    monkeypatch.setattr(metrics, "_CHUNK", 5)  # several chunks
+    rng = np.random.default_rng(8)
+    real, fake = rng.standard_normal((30, 3)), 1.3 * rng.standard_normal((23, 3)) + 0.3
+    d_rr = np.linalg.norm(real[:, None] - real[None], axis=2)
+    d_ff = np.linalg.norm(fake[:, None] - fake[None], axis=2)
+    d_fr = np.linalg.norm(fake[:, None] - real[None], axis=2)
+    r3, r5 = np.sort(d_rr, axis=1)[:, 3], np.sort(d_rr, axis=1)[:, 5]  # column 0 is the point itself
+    f3 = np.sort(d_ff, axis=1)[:, 3]
+    expected = {
+        "precision": np.mean([(d_fr[j] <= r3).any() for j in range(len(fake))]),
+        "recall": np.mean([(d_fr[:, i] <= f3).any() for i in range(len(real))]),
+        "density": (d_fr <= r5[None]).sum() / (5 * len(fake)),
+        "coverage": np.mean(d_fr.min(axis=0) <= r5),
+    }
+    got = metrics.knn_metrics(real, fake, 3, 5)
+    assert got == pytest.approx(expected, rel=1e-12)
+    assert metrics.knn_metrics(real, fake, 3, 5, metrics.knn_radii(real, [3, 5])) == got
