@@ -189,6 +189,17 @@ void one_element(const std::string& op, const Array& a, const std::string& name)
 }
 
 // ---- activation family ---------------------------------------------------------------------------
+// The scratch array a two-pass reduction needs (`need` floats), or an empty Array when it needs none.
+Array workspace_arg(py::handle workspace, const std::string& op, std::int64_t need) {
+  Array aws;
+  if (need > 0) {
+    aws = array_arg(workspace, op, "workspace", true);
+    if (aws.size < need)
+      bad(op, "workspace", "has " + std::to_string(aws.size) + " elements, needs " + std::to_string(need));
+  }
+  return aws;
+}
+
 void def_activation(py::module_& m, const char* name, int act, bool has_slope) {
   const std::string fwd = std::string(name) + "_forward", bwd = std::string(name) + "_backward";
   m.def(
@@ -287,13 +298,7 @@ PYBIND11_MODULE(PYGAN_MODULE_NAME, m) {
         same_shape(op, ax, "logits", at, "target");
         one_element(op, aloss, "loss");
         if (ax.size == 0) bad(op, "logits", "is empty");
-        const std::int64_t need = pygan::bce_workspace_size(ax.size, variant);
-        Array aws;
-        if (need > 0) {
-          aws = array_arg(workspace, op, "workspace", true);
-          if (aws.size < need)
-            bad(op, "workspace", "has " + std::to_string(aws.size) + " elements, needs " + std::to_string(need));
-        }
+        const Array aws = workspace_arg(workspace, op, pygan::bce_workspace_size(ax.size, variant));
         py::gil_scoped_release release;
         pygan::bce_forward(ax.data(), at.data(), aws.data(), aloss.data(), ax.size, variant, stream);
       },

@@ -76,13 +76,7 @@ void def_pool_softmax(py::module_& m, py::dict& variants) {
         const Array aloss = array_arg(loss, op, "loss", true);
         const auto [rows, classes] = ce_shape(op, ax, al);
         one_element(op, aloss, "loss");
-        const std::int64_t need = pygan::softmax_cross_entropy_workspace_size(rows, variant);
-        Array aws;
-        if (need > 0) {
-          aws = array_arg(workspace, op, "workspace", true);
-          if (aws.size < need)
-            bad(op, "workspace", "has " + std::to_string(aws.size) + " elements, needs " + std::to_string(need));
-        }
+        const Array aws = workspace_arg(workspace, op, pygan::softmax_cross_entropy_workspace_size(rows, variant));
         py::gil_scoped_release release;
         pygan::softmax_cross_entropy_forward(ax.data(), al.i64(), aws.data(), aloss.data(), rows, classes, variant,
                                              stream);

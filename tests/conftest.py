@@ -1,4 +1,5 @@
-"""Shared pytest setup: skip `cuda`-marked tests without a GPU; a per-test seeded `rng`."""
+"""Shared pytest setup: skip `cuda`-marked tests without a GPU; a per-test seeded `rng`; the CUDA
+tests' `cp` (CuPy), `gpu` (the CuPy-backed kernel wrappers) and `C` (pygan._C) fixtures."""
 
 import zlib
 
@@ -24,3 +25,24 @@ def rng(request):
     seed = zlib.crc32(request.node.nodeid.encode("utf-8"))
     print(f"rng seed for {request.node.nodeid}: {seed}")
     return np.random.default_rng(seed)
+
+
+@pytest.fixture(scope="module")
+def cp():
+    from pygan.backend import require_cupy
+
+    return require_cupy()
+
+
+@pytest.fixture(scope="module")
+def gpu(cp):
+    from pygan.ops import cuda
+
+    return cuda.backend()
+
+
+@pytest.fixture(scope="module")
+def C():
+    from pygan.backend import native
+
+    return native()

@@ -18,27 +18,6 @@ EXACT = dict(rtol=0, atol=0)
 SIZES = [1, 3, 4, 5, 255, 257, 4099, (1 << 20) + 3]
 
 
-@pytest.fixture(scope="module")
-def cp():
-    from pygan.backend import require_cupy
-
-    return require_cupy()
-
-
-@pytest.fixture(scope="module")
-def gpu(cp):
-    from pygan.ops import cuda
-
-    return cuda.backend()
-
-
-@pytest.fixture(scope="module")
-def C():
-    from pygan.backend import native
-
-    return native()
-
-
 def variants(gpu, family):
     return range(1, len(gpu.variants()[family]) + 1)
 

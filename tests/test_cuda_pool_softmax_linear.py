@@ -21,27 +21,6 @@ from pygan.ops import reference as R
 pytestmark = pytest.mark.cuda
 
 
-@pytest.fixture(scope="module")
-def cp():
-    from pygan.backend import require_cupy
-
-    return require_cupy()
-
-
-@pytest.fixture(scope="module")
-def gpu(cp):
-    from pygan.ops import cuda
-
-    return cuda.backend()
-
-
-@pytest.fixture(scope="module")
-def C():
-    from pygan.backend import native
-
-    return native()
-
-
 def variants(gpu, family):
     return range(1, len(gpu.variants()[family]) + 1)
 

@@ -86,17 +86,22 @@ def conv2d_output_size(op, x_shape, w_shape, stride, padding):
     return (h + 2 * ph - kh) // stride[0] + 1, (w_ + 2 * pw - kw) // stride[1] + 1
 
 
+def _check_weight_fits(op, x, w, b, in_axis, out_axis, noun):
+    """x.shape[1] matches the weight's input axis, and the bias (if any) its output axis."""
+    if x.shape[1] != w.shape[in_axis]:
+        raise ValueError(
+            f"{op}: input has {x.shape[1]} {noun} but weight expects {w.shape[in_axis]} "
+            f"(input shape {_shape(x)}, weight shape {_shape(w)})"
+        )
+    if b is not None and _shape(b) != (w.shape[out_axis],):
+        raise ValueError(f"{op}: bias must have shape ({w.shape[out_axis]},), got {_shape(b)}")
+
+
 def _check_conv2d(x, w, b, stride, padding, op="conv2d"):
     _check_float(op, input=x, weight=w, bias=b)
     _check_ndim(op, "input", x, 4, "(N, C, H, W)")
     _check_ndim(op, "weight", w, 4, "(out_channels, in_channels, kH, kW)")
-    if x.shape[1] != w.shape[1]:
-        raise ValueError(
-            f"{op}: input has {x.shape[1]} channels but weight expects {w.shape[1]} "
-            f"(input shape {_shape(x)}, weight shape {_shape(w)})"
-        )
-    if b is not None and _shape(b) != (w.shape[0],):
-        raise ValueError(f"{op}: bias must have shape ({w.shape[0]},), got {_shape(b)}")
+    _check_weight_fits(op, x, w, b, 1, 0, "channels")
     stride, padding = pair(stride, "stride", op, 1), pair(padding, "padding", op, 0)
     out_hw = conv2d_output_size(op, x.shape, w.shape, stride, padding)
     return stride, padding, (x.shape[0], w.shape[0]) + out_hw
@@ -121,13 +126,7 @@ def _check_conv_transpose2d(x, w, b, stride, padding, output_padding, op="conv_t
     _check_float(op, input=x, weight=w, bias=b)
     _check_ndim(op, "input", x, 4, "(N, C, H, W)")
     _check_ndim(op, "weight", w, 4, "(in_channels, out_channels, kH, kW)")
-    if x.shape[1] != w.shape[0]:
-        raise ValueError(
-            f"{op}: input has {x.shape[1]} channels but weight expects {w.shape[0]} "
-            f"(input shape {_shape(x)}, weight shape {_shape(w)})"
-        )
-    if b is not None and _shape(b) != (w.shape[1],):
-        raise ValueError(f"{op}: bias must have shape ({w.shape[1]},), got {_shape(b)}")
+    _check_weight_fits(op, x, w, b, 0, 1, "channels")
     stride, padding = pair(stride, "stride", op, 1), pair(padding, "padding", op, 0)
     output_padding = pair(output_padding, "output_padding", op, 0)
     y_shape = conv_transpose2d_output_shape(op, x.shape, w.shape, stride, padding, output_padding)
@@ -289,13 +288,7 @@ def _check_linear(x, w, b, op="linear"):
     _check_float(op, input=x, weight=w, bias=b)
     _check_ndim(op, "input", x, 2, "(N, in_features)")
     _check_ndim(op, "weight", w, 2, "(out_features, in_features)")
-    if x.shape[1] != w.shape[1]:
-        raise ValueError(
-            f"{op}: input has {x.shape[1]} features but weight expects {w.shape[1]} "
-            f"(input shape {_shape(x)}, weight shape {_shape(w)})"
-        )
-    if b is not None and _shape(b) != (w.shape[0],):
-        raise ValueError(f"{op}: bias must have shape ({w.shape[0]},), got {_shape(b)}")
+    _check_weight_fits(op, x, w, b, 1, 0, "features")
 
 
 def linear_forward(x, w, b):
