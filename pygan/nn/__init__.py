@@ -1,6 +1,6 @@
 """Neural-network modules and functional ops with PyTorch's names."""
 
-from . import functional, init
+from . import functional, init, utils
 from .modules import (
     AvgPool2d,
     GlobalAvgPool2d,
@@ -20,5 +20,5 @@ from .modules import (
 
 __all__ = [
     "AvgPool2d", "GlobalAvgPool2d", "Linear", "BatchNorm2d", "Conv2d", "ConvTranspose2d", "Flatten", "LeakyReLU", "Module", "Parameter", "ReLU",
-    "Sequential", "Sigmoid", "Tanh", "functional", "init",
+    "Sequential", "Sigmoid", "Tanh", "functional", "init", "utils",
 ]
