@@ -4,6 +4,11 @@ G maps z (N, nz) or (N, nz, 1, 1) to images in [-1, 1]: a 4x4 stride-1 transpose
 then 4x4 stride-2 transposed convs doubling the size, BatchNorm + ReLU between, tanh at the end.
 D mirrors it: 4x4 stride-2 convs with LeakyReLU(0.2) (no BatchNorm on the first), and a final
 4x4 conv to one logit per image. No biases; weights N(0, 0.02), BatchNorm gamma N(1, 0.02), beta 0.
+
+D's variants (the GAN-variants issue): `norm` replaces its BatchNorm layers ("batch", the default;
+"layer" and "instance", which a WGAN-GP critic needs because its penalty is per sample and batch
+norm mixes the samples; "none"), and `spectral_norm=True` wraps every conv in
+nn.utils.spectral_norm (Miyato et al. 2018). A normalised layer without BatchNorm gets a bias.
 """
 
 import math
@@ -55,20 +60,45 @@ class Generator(nn.Module):
         return f"nz={self.nz}, ngf={self.ngf}, nc={self.nc}, image_size={self.image_size}"
 
 
+D_NORMS = ("batch", "layer", "instance", "none")
+
+
+def _d_norm_layer(norm, channels):
+    """D's normalisation after a strided conv, or None for "none"."""
+    if norm == "batch":
+        return nn.BatchNorm2d(channels)
+    if norm == "layer":
+        return nn.LayerNorm2d(channels)
+    if norm == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    return None
+
+
 class Discriminator(nn.Module):
-    def __init__(self, ndf=64, nc=1, image_size=32):
+    def __init__(self, ndf=64, nc=1, image_size=32, norm="batch", spectral_norm=False):
         super().__init__()
         _check_positive("Discriminator", ndf=ndf, nc=nc)
+        if norm not in D_NORMS:
+            raise ValueError(f"Discriminator: norm must be one of {', '.join(D_NORMS)}; got {norm!r}")
         self.ndf, self.nc, self.image_size = ndf, nc, image_size
+        self.norm, self.spectral_norm = norm, bool(spectral_norm)
         n = _stages(image_size)
         layers = [nn.Conv2d(nc, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2)]
         mult = 1
         for _ in range(n - 1):
-            layers += [nn.Conv2d(ndf * mult, ndf * mult * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * mult * 2), nn.LeakyReLU(0.2)]
+            norm_layer = _d_norm_layer(norm, ndf * mult * 2)
+            layers.append(nn.Conv2d(ndf * mult, ndf * mult * 2, 4, 2, 1, bias=norm_layer is None))
+            layers += ([norm_layer] if norm_layer is not None else []) + [nn.LeakyReLU(0.2)]
             mult *= 2
         layers += [nn.Conv2d(ndf * mult, 1, 4, 1, 0, bias=False)]
         self.main = nn.Sequential(*layers)
         weights_init(self)
+        if spectral_norm:
+            from ..nn.utils import spectral_norm as sn
+
+            for m in self.modules():
+                if isinstance(m, nn.Conv2d):
+                    sn(m)
 
     def forward(self, x):
         if not isinstance(x, Tensor):
@@ -79,7 +109,9 @@ class Discriminator(nn.Module):
         return self.main(x).reshape(x.shape[0])
 
     def extra_repr(self):
-        return f"ndf={self.ndf}, nc={self.nc}, image_size={self.image_size}"
+        extra = "" if self.norm == "batch" else f", norm={self.norm!r}"
+        extra += ", spectral_norm=True" if self.spectral_norm else ""
+        return f"ndf={self.ndf}, nc={self.nc}, image_size={self.image_size}{extra}"
 
 
 def weights_init(module):
@@ -89,7 +121,7 @@ def weights_init(module):
             nn.init.normal_(m.weight, 0.0, 0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d) and m.affine:
+        elif isinstance(m, nn.BatchNorm2d) and m.affine:  # other norms keep gamma 1, beta 0
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
     return module
