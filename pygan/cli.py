@@ -187,6 +187,8 @@ def cmd_eval(args):
         raise ValueError(f"--n must be at least {2 * evaluate.K_DENSITY_COVERAGE} (k-NN metrics), got {args.n}")
     device = normalise_device(args.device)
     started = time.perf_counter()
+    # Samples are read and checked (layout, size, values) before the classifier or anything else is built.
+    samples = None if args.checkpoint else evaluate.load_samples(args.samples)
     extractor = classifier.load(args.dataset, args.classifier, device)
     if args.checkpoint:
         G, meta = load_generator(args.checkpoint, device)
@@ -197,7 +199,7 @@ def cmd_eval(args):
         images = evaluate.generate(G, args.n, args.seed, args.batch_size, device)
         source, what = args.checkpoint, f"{args.n} samples from {args.checkpoint} (z seed {args.seed})"
     else:
-        images = evaluate.load_samples(args.samples)
+        images = samples
         source, what = args.samples, f"{len(images)} images from {args.samples}"
     print(f"evaluating {what} with classifier {evaluate.metric_prefix(extractor)} on {device}")
     reference = evaluate.RealReference(extractor, args.dataroot, floor=not args.no_floor, seed=args.seed)

@@ -32,19 +32,36 @@ def _shape(a):
     return tuple(a.shape)
 
 
+def _is_int(v):
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
 def pair(value, name, op, minimum):
-    """(v, v) from an int, or a validated pair; every entry must be >= minimum."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = (int(value), int(value))
-    try:
-        value = tuple(int(v) for v in value)
-    except TypeError:
-        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}") from None
-    if len(value) != 2:
+    """(v, v) from an int, or a validated pair of ints; every entry must be >= minimum.
+
+    Only real integers count: a string ("22" is not (2, 2)), a bool, a float (2.7 is not 2) or a
+    sequence of another length raises ValueError naming the argument."""
+    if _is_int(value):
+        value = (value, value)
+    elif isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list, np.ndarray)):
         raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+    value = tuple(value)
+    if len(value) != 2 or not all(_is_int(v) for v in value):
+        raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+    value = (int(value[0]), int(value[1]))
     if min(value) < minimum:
         raise ValueError(f"{op}: {name} must be >= {minimum}, got {value}")
     return value
+
+
+def shape_arg(value, name, op, ndim):
+    """A validated shape argument: a sequence of `ndim` non-negative ints."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list, np.ndarray)):
+        raise ValueError(f"{op}: {name} must be a sequence of {ndim} ints, got {value!r}")
+    value = tuple(value)
+    if len(value) != ndim or not all(_is_int(v) and v >= 0 for v in value):
+        raise ValueError(f"{op}: {name} must be {ndim} non-negative ints, got {value!r}")
+    return tuple(int(v) for v in value)
 
 
 def _check_float(op, **arrays):
@@ -159,18 +176,24 @@ def conv2d_backward(x, w, dy, stride, padding, has_bias):
 
 
 def conv2d_backward_data(dy, w, x_shape, stride, padding):
-    x_shape = tuple(int(n) for n in x_shape)
+    x_shape = shape_arg(x_shape, "x_shape", "conv2d_backward_data", 4)
     stride, padding = pair(stride, "stride", "conv2d_backward_data", 1), pair(padding, "padding", "conv2d_backward_data", 0)
     _check_float("conv2d_backward_data", grad_output=dy, weight=w)
+    _check_ndim("conv2d_backward_data", "weight", w, 4, "(out_channels, in_channels, kH, kW)")
+    if x_shape[1] != w.shape[1]:
+        raise ValueError(f"conv2d_backward_data: x_shape {x_shape} has {x_shape[1]} channels but weight expects {w.shape[1]}")
     y_hw = conv2d_output_size("conv2d_backward_data", x_shape, w.shape, stride, padding)
     _check_grad("conv2d_backward_data", "grad_output", dy, (x_shape[0], w.shape[0]) + y_hw)
     return backend_for(dy).conv2d_backward_data(dy, w, x_shape, stride, padding)
 
 
 def conv2d_backward_weight(x, dy, w_shape, stride, padding):
-    w_shape = tuple(int(n) for n in w_shape)
+    w_shape = shape_arg(w_shape, "w_shape", "conv2d_backward_weight", 4)
     stride, padding = pair(stride, "stride", "conv2d_backward_weight", 1), pair(padding, "padding", "conv2d_backward_weight", 0)
     _check_float("conv2d_backward_weight", input=x, grad_output=dy)
+    _check_ndim("conv2d_backward_weight", "input", x, 4, "(N, C, H, W)")
+    if x.shape[1] != w_shape[1]:
+        raise ValueError(f"conv2d_backward_weight: input has {x.shape[1]} channels but w_shape {w_shape} expects {w_shape[1]}")
     y_hw = conv2d_output_size("conv2d_backward_weight", x.shape, w_shape, stride, padding)
     _check_grad("conv2d_backward_weight", "grad_output", dy, (x.shape[0], w_shape[0]) + y_hw)
     return backend_for(x).conv2d_backward_weight(x, dy, w_shape, stride, padding)
@@ -193,9 +216,9 @@ def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, mome
     _check_batch_norm(x, gamma, beta, running_mean, running_var)
     if not training and (running_mean is None or running_var is None):
         raise ValueError("batch_norm: evaluation mode (training=False) needs running_mean and running_var")
-    if training and x.size // x.shape[1] < 2:
+    if training and (x.shape[1] == 0 or x.size // x.shape[1] < 2):
         raise ValueError(f"batch_norm: training needs more than one value per channel, got input shape {_shape(x)}")
-    if eps <= 0:
+    if not float(eps) > 0:
         raise ValueError(f"batch_norm: eps must be positive, got {eps}")
     return backend_for(x).batch_norm_forward(x, gamma, beta, running_mean, running_var, bool(training), float(momentum), float(eps))
 
@@ -324,7 +347,7 @@ def avg_pool2d_forward(x, kernel_size, stride):
 def avg_pool2d_backward(dy, x_shape, kernel_size, stride):
     op = "avg_pool2d_backward"
     _check_float(op, grad_output=dy)
-    x_shape = tuple(int(n) for n in x_shape)
+    x_shape = shape_arg(x_shape, "x_shape", op, 4)
     kernel_size, stride, y_shape = avg_pool2d_output_shape(op, x_shape, kernel_size, stride)
     _check_grad(op, "grad_output", dy, y_shape)
     return backend_for(dy).avg_pool2d_backward(dy, x_shape, kernel_size, stride)
