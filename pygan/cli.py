@@ -37,14 +37,20 @@ def _add_train(sub):
     p.add_argument("--imageSize", type=int, default=32, choices=(32, 64, 128), help="height/width of the images")
     p.add_argument("--nc", type=_positive_int, default=None, help="image channels (default: the data set's)")
     p.add_argument("--nz", type=_positive_int, default=100, help="size of the latent z vector")
-    p.add_argument("--ngf", type=_positive_int, default=64)
-    p.add_argument("--ndf", type=_positive_int, default=64)
+    p.add_argument("--ngf", type=_positive_int, default=64,
+                   help="generator width: feature maps of G's last hidden layer (doubling towards z)")
+    p.add_argument("--ndf", type=_positive_int, default=64,
+                   help="discriminator width: feature maps of D's first layer (doubling towards the logit)")
     p.add_argument("--niter", type=_positive_int, default=25, help="number of epochs to train for")
     p.add_argument("--lr", type=float, default=0.0002, help="learning rate")
     p.add_argument("--beta1", type=float, default=0.5, help="beta1 for Adam")
     p.add_argument("--outf", default="runs/dcgan", help="folder for images, logs and checkpoints")
     p.add_argument("--manualSeed", type=int, default=None, help="random seed (default: a random one, printed)")
-    p.add_argument("--resume", action="store_true", help="continue from OUTF/checkpoint.safetensors")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUTF/checkpoint.safetensors (model and data options must match it; lr, beta1, "
+                        "d-steps, label-smooth, g-loss, niter and max-steps may change)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an --outf that holds a run, replacing its checkpoints, log and images")
     p.add_argument("--dry-run", action="store_true", help="check a single training step works")
     p.add_argument("--device", default="auto", help="cpu | cuda | auto (the GPU when there is one)")
     p.add_argument("--max-steps", type=_positive_int, default=None, help="stop after this many D steps")
@@ -52,7 +58,8 @@ def _add_train(sub):
     p.add_argument("--d-steps", type=_positive_int, default=1, help="discriminator steps per generator step")
     p.add_argument("--label-smooth", type=float, default=1.0, help="target for real images (one-sided smoothing, e.g. 0.9)")
     p.add_argument("--fake-size", type=_positive_int, default=1024, help="images in the `fake` data set")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (there is none either when stderr is not a terminal)")
     p.add_argument("--eval-every", type=int, default=None,
                    help="evaluate (pygan eval's metrics) every N D steps; 0: never; default: at each epoch's end "
                         "on the GPU, never on the CPU")
@@ -124,7 +131,7 @@ def cmd_train(args):
     config = Config(
         dataset=args.dataset, dataroot=args.dataroot, batch_size=args.batchSize, image_size=args.imageSize,
         nz=args.nz, ngf=args.ngf, ndf=args.ndf, niter=args.niter, lr=args.lr, beta1=args.beta1, outf=args.outf,
-        manual_seed=args.manualSeed, resume=args.resume, dry_run=args.dry_run, device=args.device,
+        manual_seed=args.manualSeed, resume=args.resume, overwrite=args.overwrite, dry_run=args.dry_run, device=args.device,
         max_steps=args.max_steps, g_loss=args.g_loss, d_steps=args.d_steps, label_smooth=args.label_smooth,
         channels=args.nc, fake_size=args.fake_size, progress=not args.no_progress, eval_every=args.eval_every,
         eval_n=args.eval_n, keep_best=not args.no_keep_best,
@@ -134,7 +141,11 @@ def cmd_train(args):
     print(f"device: {trainer.device}; data: {trainer.dataset.name}, {len(trainer.dataset)} images "
           f"{trainer.nc}x{config.image_size}x{config.image_size}; {len(trainer.loader)} steps per epoch; writing to {config.outf}")
     trainer.fit()
-    print(f"done: {trainer.step} steps, {trainer.epoch} epochs; checkpoint {trainer.checkpoint_path}")
+    partial = ""
+    if trainer.batch:
+        partial = f" and {trainer.batch} of {len(trainer.loader)} batches of epoch {trainer.epoch + 1}"
+    print(f"done: {trainer.step} steps; {trainer.epoch} of {config.niter} epochs complete{partial}; "
+          f"checkpoint {trainer.checkpoint_path}")
     return 0
 
 
@@ -243,9 +254,19 @@ def main(argv=None):
     except TrainingDiverged as exc:
         print(f"pygan: training diverged: {exc}", file=sys.stderr)
         return 3
-    except (ValueError, TypeError, FileNotFoundError, CheckpointError, RuntimeError) as exc:
+    except (ValueError, TypeError, CheckpointError, RuntimeError) as exc:
         print(f"pygan: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk, a read-only or missing folder, a file where a folder should be, ...
+        print(f"pygan: error: {_describe_os_error(exc)}", file=sys.stderr)
+        return 2
+
+
+def _describe_os_error(exc):
+    """'<what> (<path>)' for an OSError: no errno number, no traceback."""
+    what = exc.strerror or str(exc)
+    paths = [p for p in (exc.filename, exc.filename2) if p is not None]
+    return f"{what} ({', '.join(map(str, paths))})" if paths else what
 
 
 if __name__ == "__main__":

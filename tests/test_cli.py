@@ -20,7 +20,7 @@ def test_train_prints_options_and_writes_outputs(tmp_path, capsys):
     assert main(["train", *TINY, "--niter", "1", "--outf", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "options:" in out and '"batch_size": 16' in out and "steps per epoch" in out
-    assert (tmp_path / "fake_samples_epoch_000.png").exists() and (tmp_path / "checkpoint.safetensors").exists()
+    assert (tmp_path / "fake_samples_epoch_001.png").exists() and (tmp_path / "checkpoint.safetensors").exists()
 
 
 def test_dry_run_takes_one_step(tmp_path):

@@ -33,7 +33,7 @@ def quiet(*args, **kwargs):
 
 def test_a_tiny_run_writes_everything_and_losses_move(tmp_path):
     t = Trainer(tiny_config(tmp_path), log=quiet).fit()
-    for name in ("real_samples.png", "fake_samples_epoch_000.png", "fake_samples_epoch_001.png", "losses.png",
+    for name in ("real_samples.png", "fake_samples_epoch_001.png", "fake_samples_epoch_002.png", "losses.png",
                  "log.csv", "checkpoint.safetensors"):
         assert (tmp_path / name).exists(), name
     rows = read_rows(tmp_path / "log.csv")
@@ -44,7 +44,9 @@ def test_a_tiny_run_writes_everything_and_losses_move(tmp_path):
     assert len(set(loss_d)) == len(loss_d) and len(set(loss_g)) == len(loss_g)
     assert all(0 < float(r["D_x"]) < 1 for r in rows)
     assert t.step == 6 and t.epoch == 2
-    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]  # no temporary files left
+    assert not (tmp_path / "fake_samples_epoch_000.png").exists()  # epochs are numbered from 1
+    assert [r["epoch"] for r in rows] == ["1"] * 3 + ["2"] * 3
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]  # no temporary files left
 
 
 def test_resume_is_bit_identical_to_a_straight_run(tmp_path):
@@ -86,7 +88,7 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path):
     before = path.read_bytes()
     t = Trainer(tiny_config(tmp_path, niter=2, resume=True), log=quiet)
     t.D.main[0].weight.data[...] = np.nan
-    with pytest.raises(TrainingDiverged, match=r"loss_D is nan at step 4 \(epoch 1\).*last good checkpoint"):
+    with pytest.raises(TrainingDiverged, match=r"loss_D is nan .*at step 4 \(epoch 2\).*last finite checkpoint.*step 3"):
         t.fit()
     assert path.read_bytes() == before
 
@@ -105,7 +107,7 @@ def test_a_corrupt_checkpoint_is_a_clear_error(tmp_path):
 
 def test_resume_with_other_model_options_is_refused(tmp_path):
     Trainer(tiny_config(tmp_path, niter=1), log=quiet).fit()
-    with pytest.raises(ckpt.CheckpointError, match="nz=8 but this run has nz=9"):
+    with pytest.raises(ckpt.CheckpointError, match="--nz: checkpoint 8, this run 9"):
         Trainer(tiny_config(tmp_path, nz=9, resume=True), log=quiet)
 
 
