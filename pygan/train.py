@@ -315,6 +315,10 @@ class Trainer:
         raise TrainingDiverged(
             f"{' and '.join(what)} at step {self.step + 1} (epoch {self.epoch + 1}): training stopped; {self._kept()}")
 
+    def _epoch_of_last_step(self):
+        """The 1-based epoch of the last step done (the one just completed at an epoch's end)."""
+        return self.epoch if self.batch == 0 and self.epoch > 0 else self.epoch + 1
+
     def _kept(self):
         """The truth about the checkpoint on disk, for a divergence message."""
         path = self.checkpoint_path
@@ -374,7 +378,7 @@ class Trainer:
         bad = _first_non_finite(arrays)
         if bad:
             raise TrainingDiverged(
-                f"{bad[0]} holds {bad[1]} at step {self.step} (epoch {self.epoch + 1}): {path} was not written and "
+                f"{bad[0]} holds {bad[1]} at step {self.step} (epoch {self._epoch_of_last_step()}): {path} was not written and "
                 f"training stopped; {self._kept()}")
         with _writing(path):
             ckpt.save(path, arrays, meta)
@@ -508,11 +512,11 @@ class Trainer:
                     with _writing(path):
                         datasets.save_image_grid(first[:64], path, nrow=8)
                 while self.epoch < c.niter:
-                    interrupted.doing = f"finishing step {self.step + 1}"
+                    interrupted.doing("step", self.step + 1)
                     bar = _progress(steps_per_epoch, self.batch, f"epoch {self.epoch + 1}/{c.niter}", c.progress)
                     stop = False
                     for real in self.loader.iter_epoch(self.epoch, start=self.batch):
-                        interrupted.doing = f"finishing step {self.step + 1}"
+                        interrupted.doing("step", self.step + 1)
                         row = self.train_step(real)
                         self.batch += 1
                         with _writing(self.log_path):
@@ -524,7 +528,7 @@ class Trainer:
                         if interrupted.hit:
                             bar.close()
                             log_file.flush()
-                            interrupted.doing = f"saving the checkpoint of step {self.step}"
+                            interrupted.doing("save", self.step)
                             path = self.save_checkpoint()
                             self.log(f"\ninterrupted at step {self.step}: checkpoint written to {path}; resume with --resume")
                             raise KeyboardInterrupt
@@ -532,7 +536,7 @@ class Trainer:
                             stop = True
                             break
                     bar.close()
-                    interrupted.doing = f"saving the checkpoint of step {self.step}"
+                    interrupted.doing("save", self.step)
                     if self.batch >= steps_per_epoch:
                         self.epoch, self.batch = self.epoch + 1, 0
                         self._end_of_epoch(log_file, self.epoch, steps_per_epoch)
@@ -566,7 +570,7 @@ class Trainer:
         if self._good_step is not None and os.path.exists(self.checkpoint_path):
             return (f"{self.checkpoint_path} (step {self._good_step}) stays as it was; "
                     f"the steps after it ({self.step - self._good_step} so far) are lost")
-        return f"no checkpoint was written: all {self.step} steps of this run are lost"
+        return f"no checkpoint was written: the {self.step} finished step(s) of this run are lost"
 
     # -- evaluation ----------------------------------------------------------------------------
     def evaluate(self):
@@ -686,7 +690,7 @@ class _InterruptFlag:
 
     def __init__(self, abort_note=lambda: ""):
         self.count = 0
-        self.doing = "finishing the current step"
+        self.phase, self.step = "step", None  # what the loop is doing: ("step", n) finishing step n; ("save", n)
         self._abort_note = abort_note
         self._previous = None
 
@@ -701,17 +705,24 @@ class _InterruptFlag:
             self._previous = signal.signal(signal.SIGINT, self._handler)
         return self
 
+    def doing(self, phase, step):
+        self.phase, self.step = phase, step
+
     def _handler(self, signum, frame):
         self.count += 1
+        saving = self.phase == "save"
+        what = f"saving the checkpoint of step {self.step}" if saving else f"finishing step {self.step}"
         if self.count == 1:
-            _say(f"pygan: Ctrl-C: {self.doing}, then saving a checkpoint and stopping (Ctrl-C twice more aborts)")
+            then = "then stopping" if saving else "then saving a checkpoint and stopping"
+            _say(f"pygan: Ctrl-C: {what}, {then} (press Ctrl-C twice more to abort)")
         elif self.count == 2:
-            _say(f"pygan: still {self.doing} and saving the checkpoint; press Ctrl-C once more to abort without it")
+            then = "" if saving else ", then saving the checkpoint"
+            _say(f"pygan: still {what}{then}; press Ctrl-C once more to abort without it")
         else:
             note = ""
             with contextlib.suppress(Exception):
                 note = self._abort_note()
-            _say(f"pygan: aborted while {self.doing}: {note}")
+            _say(f"pygan: aborted while {what}: {note}")
             raise KeyboardInterrupt
 
     def __exit__(self, *exc):
