@@ -134,3 +134,64 @@ def test_checkpoints_hold_no_pickle(tmp_path):
 def test_bad_options_are_named(tmp_path, overrides, word):
     with pytest.raises(ValueError, match=word):
         Trainer(tiny_config(tmp_path, **overrides), log=quiet)
+
+
+def test_resume_applies_changed_optimiser_options_and_records_them(tmp_path):
+    Trainer(tiny_config(tmp_path, niter=1), log=quiet).fit()
+    said = []
+    t = Trainer(tiny_config(tmp_path, niter=2, resume=True, lr=0.5, beta1=0.0, d_steps=2, max_steps=5), log=said.append)
+    assert "resume: lr 0.0002 -> 0.5" in said and "resume: beta1 0.5 -> 0.0" in said
+    assert "resume: d_steps 1 -> 2" in said and "resume: niter 1 -> 2" in said and "resume: max_steps None -> 5" in said
+    for opt in (t.optG, t.optD):
+        assert all(g["lr"] == 0.5 and g["betas"] == (0.0, 0.999) for g in opt.param_groups)
+    t.fit()
+    _, meta = ckpt.load(str(tmp_path / "checkpoint.safetensors"))
+    assert meta["config"]["lr"] == 0.5 and meta["config"]["d_steps"] == 2 and meta["step"] == 5
+    assert meta["optG"]["param_groups"][0]["lr"] == 0.5 and meta["optD"]["param_groups"][0]["betas"] == [0.0, 0.999]
+    assert t.g_steps == 3 + 1  # 3 in the first epoch, then one per two D steps (steps 4 and 5: G at step 4)
+
+
+def test_resume_names_every_option_that_fixes_the_model_or_the_data(tmp_path):
+    Trainer(tiny_config(tmp_path, niter=1), log=quiet).fit()
+    with pytest.raises(ckpt.CheckpointError) as exc:
+        Trainer(tiny_config(tmp_path, resume=True, batch_size=8, ngf=5, manual_seed=8, fake_size=64), log=quiet)
+    message = str(exc.value)
+    for part in ("--batchSize: checkpoint 16, this run 8", "--ngf: checkpoint 4, this run 5",
+                 "--manualSeed: checkpoint 7, this run 8", "--fake-size: checkpoint 48, this run 64"):
+        assert part in message
+    assert "--nz" not in message and "--ndf" not in message
+    t = Trainer(tiny_config(tmp_path, resume=True, manual_seed=None), log=quiet)  # an unset seed is the checkpoint's
+    assert t.config.manual_seed == 7
+    t.close()
+
+
+def test_the_progress_bar_only_on_a_terminal(monkeypatch):
+    import io
+
+    from pygan import train
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr("sys.stderr", io.StringIO())
+    assert isinstance(train._progress(10, 0, "epoch 1/1", True), train._NullBar)
+    monkeypatch.setattr("sys.stderr", Terminal())
+    bar = train._progress(10, 0, "epoch 1/1", True)
+    assert not isinstance(bar, train._NullBar)
+    bar.close()
+    assert isinstance(train._progress(10, 0, "epoch 1/1", False), train._NullBar)
+
+
+def test_the_loss_plot_smooths_and_survives_odd_rows(tmp_path):
+    from pygan import plot
+
+    assert plot.ema([2.0] * 5, 0.9) == pytest.approx([2.0] * 5)  # bias-corrected: no pull towards 0
+    assert plot.ema_weight(5) == 0.0 and 0.5 < plot.ema_weight(1000) <= 0.99
+    log = tmp_path / "log.csv"
+    rows = ["step,epoch,loss_D,loss_G,D_x,D_G_z1,D_G_z2,seconds"]
+    rows += [f"{i},1,{1 + 0.1 * (i % 3)},{'' if i % 2 else 0.7},0.6,0.4,{'' if i % 2 else 0.45},0.01" for i in range(1, 40)]
+    rows += ["40,1,nan,inf,0.5,0.5,0.5,0.01", "garbage"]
+    log.write_text("\n".join(rows) + "\n")
+    out = plot.plot_log(str(log), str(tmp_path / "losses.png"))
+    assert os.path.getsize(out) > 10_000
