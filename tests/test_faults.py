@@ -286,15 +286,30 @@ def test_read_only_outf(tmp_path, capsys):
     assert err.count("pygan: error:") == 2 and "Permission denied" in err and "Traceback" not in err
 
 
-def test_a_full_disk_is_an_error_naming_the_file(tmp_path, capsys, monkeypatch):
-    def no_space(fd):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+def test_an_unwritable_outf_is_a_clear_error_even_as_root(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("pygan.train.os.access", lambda path, mode: False)  # as a read-only folder answers
+    assert main(["train", *NAN_RUN, "--outf", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"pygan: error: cannot write to the --outf folder: permission denied ({tmp_path})\n"
 
-    monkeypatch.setattr(os, "fsync", no_space)  # checkpoint.atomic_write flushes every file it writes
+
+@pytest.mark.parametrize("failing_write, name", [(1, "real_samples.png"), (4, "checkpoint.safetensors")])
+def test_a_full_disk_is_an_error_naming_the_file(tmp_path, capsys, monkeypatch, failing_write, name):
+    """Every file goes through checkpoint.atomic_write, which fsyncs it: writes 1-4 of a one-step
+    run are real_samples.png, the epoch's grid, losses.png and the checkpoint."""
+    calls = []
+    fsync = os.fsync
+
+    def disk_fills_up(fd):
+        calls.append(fd)
+        if len(calls) >= failing_write:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", disk_fills_up)
     assert main(["train", *NAN_RUN, "--niter", "1", "--outf", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert err == f"pygan: error: No space left on device ({tmp_path / 'real_samples.png'})\n"
-    assert temp_files(tmp_path) == []
+    assert err == f"pygan: error: No space left on device ({tmp_path / name})\n"
+    assert temp_files(tmp_path) == [] and not (tmp_path / "checkpoint.safetensors").exists()
 
 
 # -- checkpoint metadata ----------------------------------------------------------------------------
