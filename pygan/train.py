@@ -189,9 +189,6 @@ class Trainer:
                     errno.EEXIST,
                     f"--outf {c.outf} already holds a run's checkpoint; continue it with --resume, replace it with "
                     "--overwrite, or choose another --outf", existing[0])
-            removed = _clear_outputs(c.outf)
-            if removed and c.overwrite:
-                self.log(f"--overwrite: removed {len(removed)} file(s) of the earlier run in {c.outf}")
         if c.manual_seed is None:
             c.manual_seed = int(np.random.SeedSequence().entropy % (2**31))
         self.dataset = datasets.load_dataset(c.dataset, dataroot=c.dataroot, image_size=c.image_size, channels=c.channels,
@@ -235,6 +232,10 @@ class Trainer:
             self._extractor = classifier.load(c.dataset, device=self.device)  # fails now, not after an epoch
         if resume is not None:
             self._apply_checkpoint(*resume)
+        else:  # a fresh run starts clean, once everything above has worked
+            removed = _clear_outputs(c.outf)
+            if removed and c.overwrite:
+                self.log(f"--overwrite: removed {len(removed)} file(s) of the earlier run in {c.outf}")
 
     # -- pieces --------------------------------------------------------------------------------
     def _noise(self, n):
@@ -477,8 +478,6 @@ class Trainer:
             for group in opt.param_groups:
                 group["lr"] = c.lr
                 group["betas"] = (c.beta1, group["betas"][1])
-        self.loader = datasets.DataLoader(self.dataset, batch_size=c.batch_size, shuffle=True, drop_last=True,
-                                          seed=c.manual_seed)
         _truncate_log(self.eval_path, self.step)
         _truncate_log(self.log_path, self.step)
         where = f"epoch {self.epoch + 1}, batch {self.batch}" if self.epoch < c.niter else f"after epoch {self.epoch}"
