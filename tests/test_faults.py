@@ -147,6 +147,8 @@ def test_a_folder_with_a_checkpoint_needs_resume_or_overwrite(tmp_path, capsys):
     assert (outf / "checkpoint.safetensors").read_bytes() == before
     assert main(["train", *NAN_RUN, "--niter", "1", "--resume", "--overwrite", "--outf", str(outf)]) == 2
     assert "exclude each other" in capsys.readouterr().err
+    assert main(["train", *NAN_RUN, "--niter", "1", "--overwrite", "--dataset", "nope", "--outf", str(outf)]) == 2
+    assert (outf / "checkpoint.safetensors").read_bytes() == before  # a command that fails deletes nothing
     assert main(["train", *NAN_RUN, "--niter", "1", "--manualSeed", "4", "--overwrite", "--outf", str(outf)]) == 0
     assert "--overwrite: removed" in capsys.readouterr().out
     assert (outf / "checkpoint.safetensors").read_bytes() != before
