@@ -495,11 +495,13 @@ class Trainer:
     def _fit(self):
         c = self.config
         interrupted = _InterruptFlag(self._abort_note)
+        interrupted.doing("step", self.step + 1)
         new_log = not os.path.exists(self.log_path) or self.step == 0
         with _writing(self.log_path):
             log_file = open(self.log_path, "w" if new_log else "a", newline="", buffering=1)  # line-buffered: tail -f works
         writer = csv.DictWriter(log_file, fieldnames=LOG_FIELDS)
         steps_per_epoch = len(self.loader)
+        bar = _NullBar()
         try:
             with interrupted:
                 with _writing(self.log_path):
@@ -510,7 +512,9 @@ class Trainer:
                     path = os.path.join(c.outf, "real_samples.png")
                     with _writing(path):
                         datasets.save_image_grid(first[:64], path, nrow=8)
-                while self.epoch < c.niter:
+                if c.max_steps is not None and self.step >= c.max_steps:
+                    self.log(f"nothing to do: the checkpoint is at step {self.step}, --max-steps is {c.max_steps}")
+                while self.epoch < c.niter and (c.max_steps is None or self.step < c.max_steps):
                     interrupted.doing("step", self.step + 1)
                     bar = _progress(steps_per_epoch, self.batch, f"epoch {self.epoch + 1}/{c.niter}", c.progress)
                     stop = False
@@ -548,6 +552,7 @@ class Trainer:
                                  "resume with --resume")
                         raise KeyboardInterrupt
         finally:
+            bar.close()  # a bar cut short by an error ends its line before the message
             log_file.close()
         return self
 

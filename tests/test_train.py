@@ -195,3 +195,11 @@ def test_the_loss_plot_smooths_and_survives_odd_rows(tmp_path):
     log.write_text("\n".join(rows) + "\n")
     out = plot.plot_log(str(log), str(tmp_path / "losses.png"))
     assert os.path.getsize(out) > 10_000
+
+
+def test_resume_at_max_steps_takes_no_step(tmp_path):
+    Trainer(tiny_config(tmp_path, niter=1, max_steps=2), log=quiet).fit()
+    said = []
+    t = Trainer(tiny_config(tmp_path, niter=1, max_steps=2, resume=True), log=said.append).fit()
+    assert t.step == 2 and len(read_rows(tmp_path / "log.csv")) == 2
+    assert any("nothing to do" in line for line in said)
