@@ -386,3 +386,13 @@ def test_hostile_config_values_are_shown_with_their_type(tmp_path, good_checkpoi
     assert main(["train", *NAN_RUN, "--resume", "--outf", str(outf)]) == 2
     err = capsys.readouterr().err
     assert "--batchSize: checkpoint '8' (a str), this run 8" in err
+
+
+def test_sample_into_an_unwritable_path_is_an_error_not_a_traceback(tmp_path, good_checkpoint, capsys):
+    path = tmp_path / "c.safetensors"
+    ckpt.save(str(path), *good_checkpoint)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["sample", "--checkpoint", str(path), "--out", str(blocker / "grid.png"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pygan: error: ") and str(blocker) in err and "Errno" not in err
