@@ -98,6 +98,31 @@ def test_wgan_gp_penalty_matches_torch(rng, norm):
     assert (xt.grad is None) == (norm != "batch-train")
 
 
+def _penalty_and_gradients(weights, x, norm, device, dtype):
+    from pygan.autograd import to_device
+
+    p = {k: Tensor(to_device(v.astype(dtype), device), requires_grad=k in TRAINED) for k, v in weights.items()}
+    xt = Tensor(to_device(x.astype(dtype), device), requires_grad=True)
+    (g,) = grad(pygan_critic(p, norm)(xt).sum(), xt, create_graph=True)
+    gp = ((((g * g).reshape(x.shape[0], -1).sum(axis=1)) ** 0.5 - 1.0) ** 2).mean()
+    gp.backward()
+    grads = [p[k].grad for k in ("w1", "b1", "w2", "gamma", "wl")] + [xt.grad]
+    shapes = [weights[k].shape for k in ("w1", "b1", "w2", "gamma", "wl")] + [x.shape]
+    return [g.numpy(), gp.numpy()] + [np.zeros(s) if t is None else t.numpy() for t, s in zip(grads, shapes)]
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("norm", ["batch-train", "batch-eval"])
+def test_gradient_penalty_on_the_gpu_matches_the_reference(rng, norm):
+    """create_graph through our CUDA kernels (CuPy arrays, float32) against the float64 reference;
+    tolerance 1e-4 * max(|reference|, 1) per array."""
+    weights, x = critic_weights(rng), rng.uniform(-1, 1, (3, 1, 8, 8))
+    reference = _penalty_and_gradients(weights, x, norm, "cpu", np.float64)
+    on_gpu = _penalty_and_gradients(weights, x, norm, "cuda", np.float32)
+    for mine, ref in zip(on_gpu, reference):
+        close(mine, ref, tol=1e-4)
+
+
 def test_conv_transpose_and_tanh_penalty_matches_torch(rng):
     """A generator-like path: ||d/dz sum(tanh(convT(z))^2)||^2 and its gradients in w and z."""
     torch = pytest.importorskip("torch")
