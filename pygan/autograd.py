@@ -330,8 +330,8 @@ def _run_backward(roots, seeds, retain_graph, create_graph, targets=None):
                 )
                 gxs = fn.backward_graph(*gys)
             else:
-                xp = array_module(outs[0].data)
-                gys = [xp.zeros_like(o.data) if g is None else g for g, o in zip(gys, outs)]
+                if any(g is None for g in gys):
+                    gys = [array_module(o.data).zeros_like(o.data) if g is None else g for g, o in zip(gys, outs)]
                 gxs = fn.backward(*gys)
             if not isinstance(gxs, tuple):
                 gxs = (gxs,)

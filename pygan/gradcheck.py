@@ -4,6 +4,9 @@ For a random output cotangent dy and one random direction v_i per differentiated
 the chain rule says sum_i <g_i, v_i> (g_i from backward) equals the directional derivative
 d/dt <dy, f(x + t v)> at t = 0, which a central difference estimates with two evaluations of f.
 Everything runs in float64 on copies, so the caller's arrays are never touched.
+
+check_double_backward applies the same check to the first gradient of a pygan function taken with
+create_graph=True: its own gradient (second order) against central differences of it.
 """
 
 import numpy as np
