@@ -305,6 +305,35 @@ class SoftmaxCrossEntropyFunction(Function):
         return (p - Tensor(onehot)) * (dloss * (1.0 / x.shape[0])), None
 
 
+class EmbeddingFunction(Function):
+    """y = weight[indices] (issue 12). The indices get no gradient; the weight's is
+    embedding_backward, a scatter-add that is linear in dy (EmbeddingBackwardFunction, the same
+    computation as a Function, is what differentiating it again goes through)."""
+
+    def forward(self, weight, indices):
+        self.saved = indices
+        self.num_classes = weight.shape[0]
+        return ops.embedding_forward(weight, indices)
+
+    def backward(self, dy):
+        return ops.embedding_backward(dy, self.saved, self.num_classes), None
+
+
+class EmbeddingBackwardFunction(Function):
+    """dweight = embedding_backward(dy, indices, num_classes) as a differentiable op: linear in dy,
+    so its own backward is the lookup embedding_forward(g, indices); the indices get no gradient."""
+
+    def __init__(self, num_classes):
+        self.num_classes = num_classes
+
+    def forward(self, dy, indices):
+        self.saved = indices
+        return ops.embedding_backward(dy, indices, self.num_classes)
+
+    def backward(self, g):
+        return ops.embedding_forward(g, self.saved), None
+
+
 def conv2d(input, weight, bias=None, stride=1, padding=0):
     _check_tensor("conv2d", "input", input)
     _check_tensor("conv2d", "weight", weight)
@@ -386,3 +415,13 @@ def cross_entropy(input, target):
     _check_tensor("cross_entropy", "input", input)
     labels = target.data if isinstance(target, Tensor) else target
     return SoftmaxCrossEntropyFunction()(input, labels)
+
+
+def embedding(input, weight):
+    """weight[input]: the rows of the (num_embeddings, embedding_dim) table named by the integer
+    indices in `input` (a Tensor or an array, any shape); output shape input.shape + (embedding_dim,).
+    Gradient to weight only (repeated indices accumulate), never to the indices."""
+    _check_tensor("embedding", "weight", weight)
+    if not isinstance(input, Tensor) and not (hasattr(input, "dtype") and hasattr(input, "shape")):
+        raise TypeError(f"embedding: input must be a Tensor or array of integer indices, got {type(input).__name__}")
+    return EmbeddingFunction()(weight, input)
