@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import pygan
 from pygan import nn, ops
-from pygan.gradcheck import check_backward
+from pygan.gradcheck import check_backward, check_double_backward
 from pygan.nn import functional as F
 from pygan.ops import reference as R
 
@@ -217,16 +217,44 @@ def test_functional_embedding_rejects_bad_inputs():
         F.embedding(np.array([3]), w)
 
 
-def test_embedding_backward_function_is_differentiable():
-    """EmbeddingBackwardFunction (the double backward's building block): its backward is the lookup."""
+def test_embedding_grad_function_is_differentiable():
+    """EmbeddingGrad (the double backward's building block): embedding_backward, its backward the lookup."""
     rng = np.random.default_rng(7)
     idx = np.array([2, 0, 2])
     dy = pygan.tensor(rng.standard_normal((3, 4)), requires_grad=True)
-    dw = F.EmbeddingBackwardFunction(3)(dy, idx)
+    dw = F.EmbeddingGrad(idx, 3)(dy)
     np.testing.assert_allclose(dw.numpy(), R.embedding_backward(dy.numpy(), idx, 3), rtol=1e-12)
     g = rng.standard_normal((3, 4))
     (dw * pygan.tensor(g)).sum().backward()
     np.testing.assert_array_equal(dy.grad.numpy(), g[idx])
+    # its own backward_graph (third order through F.embedding): create_graph through it
+    check_double_backward(lambda d: F.tanh(F.EmbeddingGrad(idx, 3)(d)), (rng.standard_normal((3, 4)),), rng=rng)
+
+
+@settings(max_examples=10, deadline=None)
+@given(case=cases(), seed=seeds)
+def test_double_backward(case, seed):
+    """create_graph through F.embedding (tanh after it, so the first gradient depends on the weight):
+    second derivatives in the weight and the output cotangent against finite differences."""
+    num_classes, dim, index_shape = case
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, num_classes, index_shape)
+    check_double_backward(lambda w: F.tanh(F.embedding(idx, w)), (rng.standard_normal((num_classes, dim)),), rng=rng)
+
+
+def test_double_backward_of_a_gradient_penalty():
+    """|d out / d w|^2 differentiated again, through EmbeddingGrad and the lookup (a penalty's path)."""
+    rng = np.random.default_rng(8)
+    idx = pygan.tensor(np.array([1, 1, 3]))
+    w = pygan.tensor(rng.standard_normal((4, 2)), requires_grad=True)
+    (gw,) = pygan.grad(F.tanh(F.embedding(idx, w)).sum(), [w], create_graph=True)
+    (gw * gw).sum().backward()
+    # by hand: gw[c] = sum_{i: idx_i = c} (1 - tanh(w_c)^2); d/dw_c of gw_c^2 = 2 gw_c * m_c * (-2 tanh t')
+    t = np.tanh(w.numpy())
+    m = np.bincount(idx.numpy(), minlength=4)[:, None]
+    g = m * (1 - t * t)
+    np.testing.assert_allclose(gw.numpy(), g, rtol=1e-12)
+    np.testing.assert_allclose(w.grad.numpy(), 2 * g * m * (-2 * t * (1 - t * t)), rtol=1e-10, atol=1e-14)
 
 
 def test_module_names_init_and_state_dict():

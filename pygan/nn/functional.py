@@ -8,8 +8,9 @@ differentiable Functions over the same registry ops, as Chainer and PyTorch do: 
 gradient is a conv-transpose of the output gradient and its weight gradient a Function of its own
 (Conv2dWeightGrad) whose backward is again convolutions; linear's are linears of transposes;
 average pooling's is a Function whose forward is avg_pool2d_backward and whose backward is
-avg_pool2d_forward; leaky ReLU's is a Function over leaky_relu_backward (linear in the gradient,
-its mask a constant); batch norm, tanh, sigmoid and the losses' are Tensor expressions.
+avg_pool2d_forward, and the embedding's likewise (EmbeddingGrad: embedding_backward, whose backward
+is the lookup); leaky ReLU's is a Function over leaky_relu_backward (linear in the gradient, its
+mask a constant); batch norm, tanh, sigmoid and the losses' are Tensor expressions.
 """
 
 from .. import ops
@@ -307,8 +308,8 @@ class SoftmaxCrossEntropyFunction(Function):
 
 class EmbeddingFunction(Function):
     """y = weight[indices] (issue 12). The indices get no gradient; the weight's is
-    embedding_backward, a scatter-add that is linear in dy (EmbeddingBackwardFunction, the same
-    computation as a Function, is what differentiating it again goes through)."""
+    embedding_backward, a scatter-add that is linear in dy: as a Function of its own
+    (EmbeddingGrad) it is the double backward, and its adjoint is this lookup again."""
 
     def forward(self, weight, indices):
         self.saved = indices
@@ -318,20 +319,25 @@ class EmbeddingFunction(Function):
     def backward(self, dy):
         return ops.embedding_backward(dy, self.saved, self.num_classes), None
 
+    def backward_graph(self, dy):
+        return (EmbeddingGrad(self.saved, self.num_classes)(dy) if self.needs_grad(0) else None), None
 
-class EmbeddingBackwardFunction(Function):
-    """dweight = embedding_backward(dy, indices, num_classes) as a differentiable op: linear in dy,
-    so its own backward is the lookup embedding_forward(g, indices); the indices get no gradient."""
 
-    def __init__(self, num_classes):
-        self.num_classes = num_classes
+class EmbeddingGrad(Function):
+    """dweight = embedding_backward(dy, indices, num_classes) as a Function of dy: linear in dy,
+    its adjoint is the lookup embedding_forward(g, indices) (the indices are constants)."""
 
-    def forward(self, dy, indices):
-        self.saved = indices
-        return ops.embedding_backward(dy, indices, self.num_classes)
+    def __init__(self, indices, num_classes):
+        self.saved, self.num_classes = indices, num_classes
 
-    def backward(self, g):
-        return ops.embedding_forward(g, self.saved), None
+    def forward(self, dy):
+        return ops.embedding_backward(dy, self.saved, self.num_classes)
+
+    def backward(self, gg):
+        return ops.embedding_forward(gg, self.saved)
+
+    def backward_graph(self, gg):
+        return EmbeddingFunction()(gg, self.saved)
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0):
