@@ -416,7 +416,7 @@ def embedding_forward(weight, indices):
 
 def embedding_backward(dy, indices, num_classes):
     op = "embedding_backward"
-    if not isinstance(num_classes, (int, np.integer)) or isinstance(num_classes, (bool, np.bool_)) or num_classes < 0:
+    if not _is_int(num_classes) or num_classes < 0:
         raise ValueError(f"{op}: num_classes must be a non-negative int, got {num_classes!r}")
     _check_float(op, grad_output=dy)
     _check_indices(op, indices, dy, "grad_output", int(num_classes))
