@@ -127,3 +127,22 @@ void softmax_cross_entropy_backward(const float* logits, const std::int64_t* lab
 
 }  // namespace pygan
 // ==== end issue 6 =================================================================================
+
+// ==== issue 12: class embedding (csrc/embedding.cu) ===============================================
+namespace pygan {
+
+// weight (num_classes, dim), indices (n,) int64 (any index shape, flattened), y / dy (n, dim),
+// dweight (num_classes, dim). An index outside [0, num_classes) is never used as an address: its
+// y row is NaN in the forward, and it makes all of dweight NaN in the backward. The registry
+// (pygan.ops) rejects such indices for numpy arrays only (no device-to-host sync on CuPy ones).
+std::vector<std::string> embedding_variants();
+// y[i, :] = weight[indices[i], :].
+void embedding_forward(const float* weight, const std::int64_t* indices, float* y, std::int64_t n,
+                       std::int64_t num_classes, std::int64_t dim, int variant, std::uintptr_t stream);
+// dweight[c, :] = sum of dy[i, :] over i with indices[i] == c (every element written; 0 for an
+// unnamed class). Variant 1 uses atomics (not bitwise reproducible); variant 2 is deterministic.
+void embedding_backward(const float* dy, const std::int64_t* indices, float* dweight, std::int64_t n,
+                        std::int64_t num_classes, std::int64_t dim, int variant, std::uintptr_t stream);
+
+}  // namespace pygan
+// ==== end issue 12 ================================================================================

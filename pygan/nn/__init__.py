@@ -8,6 +8,7 @@ from .modules import (
     BatchNorm2d,
     Conv2d,
     ConvTranspose2d,
+    Embedding,
     Flatten,
     LeakyReLU,
     Module,
@@ -19,6 +20,6 @@ from .modules import (
 )
 
 __all__ = [
-    "AvgPool2d", "GlobalAvgPool2d", "Linear", "BatchNorm2d", "Conv2d", "ConvTranspose2d", "Flatten", "LeakyReLU", "Module", "Parameter", "ReLU",
+    "AvgPool2d", "GlobalAvgPool2d", "Linear", "BatchNorm2d", "Conv2d", "ConvTranspose2d", "Embedding", "Flatten", "LeakyReLU", "Module", "Parameter", "ReLU",
     "Sequential", "Sigmoid", "Tanh", "functional", "init", "utils",
 ]

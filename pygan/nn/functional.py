@@ -8,8 +8,9 @@ differentiable Functions over the same registry ops, as Chainer and PyTorch do: 
 gradient is a conv-transpose of the output gradient and its weight gradient a Function of its own
 (Conv2dWeightGrad) whose backward is again convolutions; linear's are linears of transposes;
 average pooling's is a Function whose forward is avg_pool2d_backward and whose backward is
-avg_pool2d_forward; leaky ReLU's is a Function over leaky_relu_backward (linear in the gradient,
-its mask a constant); batch norm, tanh, sigmoid and the losses' are Tensor expressions.
+avg_pool2d_forward, and the embedding's likewise (EmbeddingGrad: embedding_backward, whose backward
+is the lookup); leaky ReLU's is a Function over leaky_relu_backward (linear in the gradient, its
+mask a constant); batch norm, tanh, sigmoid and the losses' are Tensor expressions.
 """
 
 from .. import ops
@@ -305,6 +306,40 @@ class SoftmaxCrossEntropyFunction(Function):
         return (p - Tensor(onehot)) * (dloss * (1.0 / x.shape[0])), None
 
 
+class EmbeddingFunction(Function):
+    """y = weight[indices] (issue 12). The indices get no gradient; the weight's is
+    embedding_backward, a scatter-add that is linear in dy: as a Function of its own
+    (EmbeddingGrad) it is the double backward, and its adjoint is this lookup again."""
+
+    def forward(self, weight, indices):
+        self.saved = indices
+        self.num_classes = weight.shape[0]
+        return ops.embedding_forward(weight, indices)
+
+    def backward(self, dy):
+        return ops.embedding_backward(dy, self.saved, self.num_classes), None
+
+    def backward_graph(self, dy):
+        return (EmbeddingGrad(self.saved, self.num_classes)(dy) if self.needs_grad(0) else None), None
+
+
+class EmbeddingGrad(Function):
+    """dweight = embedding_backward(dy, indices, num_classes) as a Function of dy: linear in dy,
+    its adjoint is the lookup embedding_forward(g, indices) (the indices are constants)."""
+
+    def __init__(self, indices, num_classes):
+        self.saved, self.num_classes = indices, num_classes
+
+    def forward(self, dy):
+        return ops.embedding_backward(dy, self.saved, self.num_classes)
+
+    def backward(self, gg):
+        return ops.embedding_forward(gg, self.saved)
+
+    def backward_graph(self, gg):
+        return EmbeddingFunction()(gg, self.saved)
+
+
 def conv2d(input, weight, bias=None, stride=1, padding=0):
     _check_tensor("conv2d", "input", input)
     _check_tensor("conv2d", "weight", weight)
@@ -386,3 +421,13 @@ def cross_entropy(input, target):
     _check_tensor("cross_entropy", "input", input)
     labels = target.data if isinstance(target, Tensor) else target
     return SoftmaxCrossEntropyFunction()(input, labels)
+
+
+def embedding(input, weight):
+    """weight[input]: the rows of the (num_embeddings, embedding_dim) table named by the integer
+    indices in `input` (a Tensor or an array, any shape); output shape input.shape + (embedding_dim,).
+    Gradient to weight only (repeated indices accumulate), never to the indices."""
+    _check_tensor("embedding", "weight", weight)
+    if not isinstance(input, Tensor) and not (hasattr(input, "dtype") and hasattr(input, "shape")):
+        raise TypeError(f"embedding: input must be a Tensor or array of integer indices, got {type(input).__name__}")
+    return EmbeddingFunction()(weight, input)

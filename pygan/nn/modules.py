@@ -298,6 +298,25 @@ class Linear(Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
+class Embedding(Module):
+    """A table of num_embeddings vectors of embedding_dim floats, looked up by integer index: the
+    class embedding of a conditional generator or discriminator. weight (num_embeddings,
+    embedding_dim) starts N(0, 1), as in PyTorch."""
+
+    def __init__(self, num_embeddings, embedding_dim):
+        super().__init__()
+        self.num_embeddings = _positive("Embedding", "num_embeddings", num_embeddings)
+        self.embedding_dim = _positive("Embedding", "embedding_dim", embedding_dim)
+        shape = (self.num_embeddings, self.embedding_dim)
+        self.weight = Parameter(default_generator().standard_normal(shape).astype(np.float32))
+
+    def forward(self, input):
+        return F.embedding(input, self.weight)
+
+    def extra_repr(self):
+        return f"{self.num_embeddings}, {self.embedding_dim}"
+
+
 class AvgPool2d(Module):
     def __init__(self, kernel_size, stride=None):
         super().__init__()

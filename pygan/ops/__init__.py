@@ -380,3 +380,49 @@ def softmax_cross_entropy_backward(logits, labels, dloss):
     if getattr(dloss, "size", 1) != 1:
         raise ValueError(f"{op}: grad_output must be a scalar, got shape {_shape(dloss)}")
     return backend_for(logits).softmax_cross_entropy_backward(logits, labels, dloss)
+
+
+# -- class embedding (issue 12) ------------------------------------------------------------------
+# The index range is checked on the host only for numpy indices: reading a CuPy array's min/max
+# would be a device-to-host synchronisation in every step. On the GPU the kernels never use an
+# out-of-range index as an address: such an index gives a NaN output row in the forward and makes
+# the whole weight gradient NaN in the backward (csrc/embedding.cu), so the mistake shows.
+
+
+def _device(a):
+    return type(a).__module__.split(".")[0]
+
+
+def _check_indices(op, indices, like, like_name, num_classes):
+    if not hasattr(indices, "dtype") or not hasattr(indices, "shape"):
+        raise TypeError(f"{op}: indices must be an integer array, got {type(indices).__name__}")
+    if indices.dtype.kind not in "iu":
+        raise TypeError(f"{op}: indices must be an integer array of class indices, got {indices.dtype}")
+    if _device(indices) != _device(like):
+        raise ValueError(f"{op}: indices and {like_name} are on different devices")
+    if isinstance(indices, np.ndarray) and indices.size:
+        lo, hi = int(indices.min()), int(indices.max())
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(f"{op}: indices must lie in [0, {num_classes}), got values from {lo} to {hi}")
+
+
+def embedding_forward(weight, indices):
+    op = "embedding"
+    _check_float(op, weight=weight)
+    _check_ndim(op, "weight", weight, 2, "(num_embeddings, embedding_dim)")
+    _check_indices(op, indices, weight, "weight", weight.shape[0])
+    return backend_for(weight).embedding_forward(weight, indices)
+
+
+def embedding_backward(dy, indices, num_classes):
+    op = "embedding_backward"
+    if not _is_int(num_classes) or num_classes < 0:
+        raise ValueError(f"{op}: num_classes must be a non-negative int, got {num_classes!r}")
+    _check_float(op, grad_output=dy)
+    _check_indices(op, indices, dy, "grad_output", int(num_classes))
+    if dy.ndim != indices.ndim + 1 or _shape(dy)[:-1] != _shape(indices):
+        raise ValueError(
+            f"{op}: grad_output must have shape indices.shape + (embedding_dim,) = {_shape(indices)} + (dim,), "
+            f"got {_shape(dy)}"
+        )
+    return backend_for(dy).embedding_backward(dy, indices, int(num_classes))

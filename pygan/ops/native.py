@@ -12,7 +12,8 @@ kernel runs.
 
 The conv2d_* / conv_transpose2d_* / batch_norm_* methods (issue 5) are attached at the end of this
 file; their wrapper logic is native_conv_bn.py's, and so is linear_* (issue 6: conv2d with 1x1
-kernels). avg_pool2d_* and softmax_cross_entropy_* (issue 6) are methods of NativeOps below.
+kernels). avg_pool2d_* and softmax_cross_entropy_* (issue 6) and embedding_* (issue 12) are methods
+of NativeOps below.
 Arguments were validated by the registry (pygan.ops) when called through it.
 """
 
@@ -133,6 +134,25 @@ class NativeOps:
         dx = self._out(tuple(int(d) for d in x_shape))
         self.native.avg_pool2d_backward(dy, dx, _pair(kernel_size), _pair(stride), variant, self.stream())
         return dx
+
+    # -- class embedding (issue 12) ----------------------------------------------------------
+    def _indices(self, indices):
+        # int64 for the kernels (any integer dtype converted), any shape, 0-d included (which
+        # ascontiguousarray would make 1-d); copied only when converted or not contiguous.
+        indices = self.xp.asarray(indices, dtype=self.xp.int64)
+        return self._in(indices)
+
+    def embedding_forward(self, weight, indices, *, variant=0):
+        weight, indices = self._in(weight), self._indices(indices)
+        y = self._out(tuple(indices.shape) + (weight.shape[1],))
+        self.native.embedding_forward(weight, indices, y, variant, self.stream())
+        return y
+
+    def embedding_backward(self, dy, indices, num_classes, *, variant=0):
+        dy, indices = self._in(dy), self._indices(indices)
+        dweight = self._out((int(num_classes), dy.shape[-1]))
+        self.native.embedding_backward(dy, indices, dweight, variant, self.stream())
+        return dweight
 
     # -- Adam --------------------------------------------------------------------------------
     def adam_step(self, params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay, *, variant=0):

@@ -32,6 +32,11 @@ C-contiguous arrays, never views of inputs.
     softmax_cross_entropy_forward(logits, labels) -> loss
         logits (N,K), labels (N,) integer class indices in [0, K); mean of -log softmax(x)[label]
     softmax_cross_entropy_backward(logits, labels, dloss) -> dlogits     (softmax - onehot) dloss / N
+    embedding_forward(weight, indices) -> y
+        weight (num_classes, dim), indices integer array of any shape with values in [0, num_classes);
+        y = weight[indices], shape indices.shape + (dim,)
+    embedding_backward(dy, indices, num_classes) -> dweight   (num_classes, dim): the rows of dy
+        added into the rows named by indices (a class named twice gets the sum)
 
 Convolution is im2col + one GEMM in an NHWC-style layout: the input is padded and transposed to
 (N, Hp, Wp, C) once, so each patch row (kw*C values) is contiguous and the column matrix
@@ -69,6 +74,8 @@ __all__ = [
     "avg_pool2d_backward",
     "softmax_cross_entropy_forward",
     "softmax_cross_entropy_backward",
+    "embedding_forward",
+    "embedding_backward",
 ]
 
 
@@ -501,6 +508,32 @@ def softmax_cross_entropy_backward(logits, labels, dloss):
     g[np.arange(len(labels)), labels] -= 1
     g *= _scalar(dloss) / len(labels)
     return g
+
+
+# -- class embedding (issue 12: conditional generation) ------------------------------------------
+
+
+def embedding_forward(weight, indices):
+    """y = weight[indices]: one row of the (num_classes, dim) table per index; shape indices.shape + (dim,).
+
+    np.take, not weight[indices]: a 0-d index array would make the latter a view of weight."""
+    return np.take(weight, np.asarray(indices), axis=0)
+
+
+def embedding_backward(dy, indices, num_classes):
+    """dweight (num_classes, dim): dy[..., :] added into row indices[...] (repeated indices accumulate).
+
+    The rows are sorted by class (stably) and each class's run summed in index order with one
+    np.add.reduceat: deterministic, and ~50x faster than np.add.at's unbuffered scatter."""
+    flat = np.asarray(indices).reshape(-1)
+    dim = dy.shape[-1]
+    dw = np.zeros((int(num_classes), dim), dtype=dy.dtype)
+    if flat.size and dim:
+        order = np.argsort(flat, kind="stable")
+        classes = flat[order]
+        starts = np.flatnonzero(np.concatenate(([True], classes[1:] != classes[:-1])))
+        dw[classes[starts]] = np.add.reduceat(dy.reshape(flat.size, dim)[order], starts, axis=0)
+    return dw
 
 
 # == issue 5: fused batch norm + leaky ReLU (not in OPS / __all__: a kernel-fusion reference) =====
