@@ -211,3 +211,26 @@ def test_readme_wgan_gp_snippet_runs(rng):
     assert np.isfinite(loss_d.item())
     for name, prm in D.named_parameters():
         assert prm.grad is not None and np.isfinite(prm.grad.numpy()).all(), name
+
+
+def test_losses_gradient_penalty_matches_torch(rng):
+    """pygan.losses.gradient_penalty (WGAN-GP, interpolates drawn from the given generator) against
+    torch on the same interpolates, with a batch-norm DCGAN-style critic."""
+    torch = pytest.importorskip("torch")
+    weights = critic_weights(rng)
+    real, fake = rng.uniform(-1, 1, (3, 1, 8, 8)), rng.uniform(-1, 1, (3, 1, 8, 8))
+
+    p = {k: Tensor(v.copy(), requires_grad=k in TRAINED) for k, v in weights.items()}
+    gp = losses.gradient_penalty(pygan_critic(p, "batch-train"), Tensor(real), Tensor(fake), rng=np.random.default_rng(7))
+    gp.backward()
+
+    e = np.random.default_rng(7).random((3, 1, 1, 1))  # the draw gradient_penalty makes
+    q = {k: torch.tensor(v.copy(), requires_grad=k in TRAINED) for k, v in weights.items()}
+    x_hat = torch.tensor(e * real + (1 - e) * fake, requires_grad=True)
+    (gq,) = torch.autograd.grad(torch_critic(torch, q, "batch-train")(x_hat).sum(), x_hat, create_graph=True)
+    gpq = ((((gq * gq).reshape(3, -1).sum(dim=1) + 1e-12) ** 0.5 - 1) ** 2).mean()
+    gpq.backward()
+    close(gp.item(), gpq.item())
+    for k in TRAINED:
+        close(np.zeros(weights[k].shape) if p[k].grad is None else p[k].grad.data,
+              np.zeros(weights[k].shape) if q[k].grad is None else q[k].grad.numpy())
