@@ -156,6 +156,22 @@ class BatchNormFunction(Function):
         return dx, dgamma, dbeta
 
 
+class GroupNormFunction(Function):
+    """group_norm over the registry ops; saves x, gamma and the forward's (mean, rstd)."""
+
+    def __init__(self, num_groups, eps):
+        self.num_groups, self.eps = num_groups, eps
+
+    def forward(self, x, gamma, beta):
+        y, mean, rstd = ops.group_norm_forward(x, gamma, beta, self.num_groups, self.eps)
+        self.saved = x, gamma, mean, rstd
+        return y
+
+    def backward(self, dy):
+        x, gamma, mean, rstd = self.saved
+        return ops.group_norm_backward(x, gamma, dy, mean, rstd, self.num_groups)
+
+
 class LeakyReLUFunction(Function):
     def __init__(self, negative_slope):
         self.negative_slope = negative_slope
@@ -362,6 +378,18 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     rm = None if running_mean is None else running_mean.data
     rv = None if running_var is None else running_var.data
     return BatchNormFunction(rm, rv, training, momentum, eps)(input, weight, bias)
+
+
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+    """Group normalisation (Wu & He 2018), as torch.nn.functional.group_norm: per sample, the C
+    channels fall into num_groups groups of C/num_groups consecutive channels, each normalised over
+    its channels and all positions (biased variance), then weight[c] * xhat + bias[c].
+    num_groups=1 is layer norm over (C, H, W) with a per-channel affine map; num_groups=C is
+    instance norm. Same statistics in training and evaluation (no running averages)."""
+    _check_tensor("group_norm", "input", input)
+    _check_tensor("group_norm", "weight", weight, optional=True)
+    _check_tensor("group_norm", "bias", bias, optional=True)
+    return GroupNormFunction(num_groups, eps)(input, weight, bias)
 
 
 def leaky_relu(input, negative_slope=0.01):
