@@ -17,6 +17,9 @@
 //      channel for dgamma/dbeta; scalar loads (a plain port of the reference)
 //   2: as 1, but 512 threads and float4 loads/stores when M % 4 == 0 and every pointer is 16-byte
 //      aligned (scalar otherwise). DEFAULT, chosen without measurement: GPU timing is still owed.
+//   3: one warp per row (8 rows per 256-thread block), warp-shuffle reductions only, the affine
+//      map applied channel by channel (no division per element); for short rows such as instance
+//      norm's H*W, where a whole block per row leaves most threads idle. dgamma/dbeta as in 1.
 #include <cmath>
 
 #include "common.cuh"
@@ -156,9 +159,74 @@ __global__ void gn_backward_affine(const float* x, const float* dy, const float*
   }
 }
 
+// Variant 3: one warp per row r = blockIdx.x * (blockDim.x / 32) + warp. Whole warps past the last
+// row return together, so every shuffle has its full warp.
+__global__ void gn_forward_warp(const float* x, const float* gamma, const float* beta, float* y, float* mean_out,
+                                float* rstd_out, std::int64_t rows, std::int64_t G, std::int64_t cpg, std::int64_t M,
+                                float eps) {
+  const std::int64_t r = static_cast<std::int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  if (r >= rows) return;
+  const int lane = threadIdx.x % 32;
+  const std::int64_t K = cpg * M, c0 = (r % G) * cpg;
+  const float* xr = x + r * K;
+  float* yr = y + r * K;
+  float acc = 0.0f;
+  for (std::int64_t e = lane; e < K; e += 32) acc += xr[e];
+  const float mean = warp_reduce_sum(acc) / static_cast<float>(K);
+  acc = 0.0f;
+  for (std::int64_t e = lane; e < K; e += 32) {
+    const float d = xr[e] - mean;
+    acc += d * d;
+  }
+  const float rstd = 1.0f / sqrtf(warp_reduce_sum(acc) / static_cast<float>(K) + eps);
+  if (lane == 0) {
+    mean_out[r] = mean;
+    rstd_out[r] = rstd;
+  }
+  for (std::int64_t cl = 0; cl < cpg; ++cl) {
+    const float scale = gamma ? rstd * gamma[c0 + cl] : rstd;
+    const float shift = beta ? beta[c0 + cl] : 0.0f;
+    for (std::int64_t m = lane; m < M; m += 32) yr[cl * M + m] = (xr[cl * M + m] - mean) * scale + shift;
+  }
+}
+
+__global__ void gn_backward_dx_warp(const float* x, const float* gamma, const float* dy, const float* mean_in,
+                                    const float* rstd_in, float* dx, std::int64_t rows, std::int64_t G,
+                                    std::int64_t cpg, std::int64_t M) {
+  const std::int64_t r = static_cast<std::int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  if (r >= rows) return;
+  const int lane = threadIdx.x % 32;
+  const std::int64_t K = cpg * M, c0 = (r % G) * cpg;
+  const float* xr = x + r * K;
+  const float* dyr = dy + r * K;
+  float* dxr = dx + r * K;
+  const float mean = mean_in[r], rstd = rstd_in[r];
+  float sg = 0.0f, sgx = 0.0f;
+  for (std::int64_t cl = 0; cl < cpg; ++cl) {
+    const float gm = gamma ? gamma[c0 + cl] : 1.0f;
+    for (std::int64_t m = lane; m < M; m += 32) {
+      const float gv = dyr[cl * M + m] * gm;
+      sg += gv;
+      sgx += gv * (xr[cl * M + m] - mean);
+    }
+  }
+  const float inv = 1.0f / static_cast<float>(K);
+  const float k1 = warp_reduce_sum(sg) * inv;
+  const float k2 = warp_reduce_sum(sgx) * rstd * rstd * inv;
+  for (std::int64_t cl = 0; cl < cpg; ++cl) {
+    const float gm = gamma ? gamma[c0 + cl] : 1.0f;
+    for (std::int64_t m = lane; m < M; m += 32) {
+      const std::int64_t i = cl * M + m;
+      dxr[i] = rstd * (dyr[i] * gm - k1 - (xr[i] - mean) * k2);
+    }
+  }
+}
+
+constexpr int kWarpRowsBlock = 256;  // variant 3: 8 rows per block
+
 int resolve(int variant) {
   if (variant == 0) variant = 2;
-  check_variant(variant, 2, "group_norm");
+  check_variant(variant, 3, "group_norm");
   return variant;
 }
 
@@ -179,7 +247,8 @@ bool use_vec(int variant, std::int64_t M, std::initializer_list<const void*> ptr
 
 std::vector<std::string> group_norm_variants() {
   return {"one 256-thread block per (sample, group) row, per-channel dgamma/dbeta blocks, scalar",
-          "as 1 with 512 threads, float4 loads when M % 4 == 0 and aligned"};
+          "as 1 with 512 threads, float4 loads when M % 4 == 0 and aligned",
+          "one warp per (sample, group) row, 8 rows per block, scalar (short rows: instance norm)"};
 }
 
 void group_norm_forward(const float* x, const float* gamma, const float* beta, float* y, float* mean, float* rstd,
@@ -193,7 +262,11 @@ void group_norm_forward(const float* x, const float* gamma, const float* beta, f
   const int block = variant == 2 ? 512 : 256;
   const unsigned rows = static_cast<unsigned>(n * groups);
   const std::int64_t cpg = c / groups;
-  if (use_vec(variant, m, {x, y})) {
+  if (variant == 3) {
+    const unsigned blocks = static_cast<unsigned>(ceil_div<std::int64_t>(rows, kWarpRowsBlock / 32));
+    PYGAN_LAUNCH(gn_forward_warp, blocks, kWarpRowsBlock, 0, st, x, gamma, beta, y, mean, rstd,
+                 static_cast<std::int64_t>(rows), groups, cpg, m, eps);
+  } else if (use_vec(variant, m, {x, y})) {
     auto kern = gn_forward<true>;
     PYGAN_LAUNCH(kern, rows, block, 0, st, x, gamma, beta, y, mean, rstd, groups, cpg, m, eps);
   } else {
@@ -208,12 +281,16 @@ void group_norm_backward(const float* x, const float* gamma, const float* dy, co
   variant = resolve(variant);
   check_sizes("group_norm_backward", n, c, m, groups);
   const cudaStream_t st = stream_from(stream);
-  const int block = variant == 2 ? 512 : 256;
+  const int block = variant == 2 ? 512 : 256;  // dgamma/dbeta: variant 3 uses variant 1's kernel
   const std::int64_t cpg = c / groups;
   const bool vec = use_vec(variant, m, {x, dy, dx});
   if (n > 0) {
     const unsigned rows = static_cast<unsigned>(n * groups);
-    if (vec) {
+    if (variant == 3) {
+      const unsigned blocks = static_cast<unsigned>(ceil_div<std::int64_t>(rows, kWarpRowsBlock / 32));
+      PYGAN_LAUNCH(gn_backward_dx_warp, blocks, kWarpRowsBlock, 0, st, x, gamma, dy, mean, rstd, dx,
+                   static_cast<std::int64_t>(rows), groups, cpg, m);
+    } else if (vec) {
       auto kern = gn_backward_dx<true>;
       PYGAN_LAUNCH(kern, rows, block, 0, st, x, gamma, dy, mean, rstd, dx, groups, cpg, m);
     } else {
