@@ -13,6 +13,8 @@ is the lookup); leaky ReLU's is a Function over leaky_relu_backward (linear in t
 mask a constant); batch norm, tanh, sigmoid and the losses' are Tensor expressions.
 """
 
+import math
+
 from .. import ops
 from ..autograd import Function, Tensor, array_module
 
@@ -170,6 +172,30 @@ class GroupNormFunction(Function):
     def backward(self, dy):
         x, gamma, mean, rstd = self.saved
         return ops.group_norm_backward(x, gamma, dy, mean, rstd, self.num_groups)
+
+    def backward_graph(self, dy):
+        """group_norm_backward as Tensor ops on the (N, G, K) view of x; mean and rstd are
+        recomputed from x differentiably (they depend on x)."""
+        x, gamma, beta = self.inputs
+        n, c = x.shape[:2]
+        groups = self.num_groups
+        k = math.prod(x.shape[1:]) // groups
+        axes = (0,) + tuple(range(2, x.ndim))
+        shape = (1, c) + (1,) * (x.ndim - 2)
+        xg = x.reshape(n, groups, k)
+        centred = xg - xg.mean(axis=2, keepdims=True)
+        rstd = ((centred * centred).mean(axis=2, keepdims=True) + self.eps) ** -0.5
+        xhat_g = centred * rstd
+        dx = dgamma = dbeta = None
+        if self.needs_grad(0):
+            g = (dy if gamma is None else dy * gamma.reshape(shape)).reshape(n, groups, k)
+            dx = rstd * (g - g.mean(axis=2, keepdims=True) - xhat_g * (g * xhat_g).mean(axis=2, keepdims=True))
+            dx = dx.reshape(x.shape)
+        if gamma is not None and self.needs_grad(1):
+            dgamma = (dy * xhat_g.reshape(x.shape)).sum(axis=axes)
+        if beta is not None and self.needs_grad(2):
+            dbeta = dy.sum(axis=axes)
+        return dx, dgamma, dbeta
 
 
 class LeakyReLUFunction(Function):
