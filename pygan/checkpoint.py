@@ -123,11 +123,15 @@ def load_module(prefix, module, tensors, path):
 
 
 def optimizer_tensors(prefix, opt):
+    """(tensors, meta) of an optimiser's state dict: every state array of parameter i is stored as
+    `prefix.i.<name>` (exp_avg and exp_avg_sq for Adam; square_avg, momentum_buffer, grad_avg for
+    RMSprop), its step count and the param groups go into the JSON metadata."""
     sd = opt.state_dict()
     out = {}
     for index, st in sd["state"].items():
-        out[f"{prefix}.{index}.exp_avg"] = st["exp_avg"].data
-        out[f"{prefix}.{index}.exp_avg_sq"] = st["exp_avg_sq"].data
+        for name, value in st.items():
+            if name != "step":
+                out[f"{prefix}.{index}.{name}"] = value.data
     meta = {
         "steps": {str(i): st["step"] for i, st in sd["state"].items()},
         "param_groups": [{k: list(v) if isinstance(v, tuple) else v for k, v in g.items()} for g in sd["param_groups"]],
@@ -136,7 +140,9 @@ def optimizer_tensors(prefix, opt):
 
 
 def load_optimizer(prefix, opt, tensors, meta, path):
-    """Restore `opt` from its tensors and its metadata entry; CheckpointError for anything malformed."""
+    """Restore `opt` from its tensors and its metadata entry; CheckpointError for anything malformed.
+    The state names are read from the stored tensors' names (`prefix.i.<name>`), so any optimiser's
+    state loads, and so do checkpoints written before RMSprop existed."""
 
     def bad(what):
         raise CheckpointError(f"checkpoint {path} has a bad optimiser state ({prefix}): {what}")
@@ -158,14 +164,11 @@ def load_optimizer(prefix, opt, tensors, meta, path):
             bad(f"'steps' has a key {index!r}, not a parameter index")
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             bad(f"the step of parameter {index} is {_json_type(step)}, not a non-negative integer")
-        try:
-            state[int(index)] = {
-                "step": step,
-                "exp_avg": tensors[f"{prefix}.{index}.exp_avg"],
-                "exp_avg_sq": tensors[f"{prefix}.{index}.exp_avg_sq"],
-            }
-        except KeyError as exc:
-            raise CheckpointError(f"checkpoint {path} lacks optimiser tensor {exc}") from None
+        head = f"{prefix}.{index}."
+        arrays = {name[len(head):]: a for name, a in tensors.items() if name.startswith(head) and "." not in name[len(head):]}
+        if not arrays:
+            raise CheckpointError(f"checkpoint {path} lacks the optimiser tensors of {prefix} parameter {index}")
+        state[int(index)] = {"step": step, **arrays}
     try:
         opt.load_state_dict({"state": state, "param_groups": groups})
     except (KeyError, ValueError, TypeError, AttributeError) as exc:

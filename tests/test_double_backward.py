@@ -267,6 +267,26 @@ def test_batch_norm(n, c, spatial, affine, training, seed):
     check(lambda *a: fn(*a) ** 2, arrays, seed)
 
 
+# -- group norm (layer norm G = 1, instance norm G = C): the WGAN-GP critic's normalisation ----------
+
+
+@FAST
+@given(n=st.integers(1, 3), groups=st.integers(1, 3), per_group=st.integers(1, 2),
+       spatial=st.sampled_from([(2,), (2, 3), (3, 1)]), affine=st.booleans(), seed=seeds)
+def test_group_norm(n, groups, per_group, spatial, affine, seed):
+    rng = np.random.default_rng(seed)
+    c = groups * per_group
+    arrays = [rng.standard_normal((n, c) + spatial) * 2 + 1]
+    if affine:
+        arrays += [rng.uniform(0.5, 1.5, c), rng.standard_normal(c)]
+
+    def fn(x, gamma=None, beta=None):
+        return F.group_norm(x, groups, gamma, beta, eps=1e-3)
+
+    check(fn, arrays, seed)
+    check(lambda *a: fn(*a) ** 2, arrays, seed)
+
+
 # -- the engine ------------------------------------------------------------------------------------------
 
 

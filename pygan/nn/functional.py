@@ -13,6 +13,8 @@ is the lookup); leaky ReLU's is a Function over leaky_relu_backward (linear in t
 mask a constant); batch norm, tanh, sigmoid and the losses' are Tensor expressions.
 """
 
+import math
+
 from .. import ops
 from ..autograd import Function, Tensor, array_module
 
@@ -151,6 +153,46 @@ class BatchNormFunction(Function):
                 dx = dy * scale
         if gamma is not None and self.needs_grad(1):
             dgamma = (dy * xhat).sum(axis=axes)
+        if beta is not None and self.needs_grad(2):
+            dbeta = dy.sum(axis=axes)
+        return dx, dgamma, dbeta
+
+
+class GroupNormFunction(Function):
+    """group_norm over the registry ops; saves x, gamma and the forward's (mean, rstd)."""
+
+    def __init__(self, num_groups, eps):
+        self.num_groups, self.eps = num_groups, eps
+
+    def forward(self, x, gamma, beta):
+        y, mean, rstd = ops.group_norm_forward(x, gamma, beta, self.num_groups, self.eps)
+        self.saved = x, gamma, mean, rstd
+        return y
+
+    def backward(self, dy):
+        x, gamma, mean, rstd = self.saved
+        return ops.group_norm_backward(x, gamma, dy, mean, rstd, self.num_groups)
+
+    def backward_graph(self, dy):
+        """group_norm_backward as Tensor ops on the (N, G, K) view of x; mean and rstd are
+        recomputed from x differentiably (they depend on x)."""
+        x, gamma, beta = self.inputs
+        n, c = x.shape[:2]
+        groups = self.num_groups
+        k = math.prod(x.shape[1:]) // groups
+        axes = (0,) + tuple(range(2, x.ndim))
+        shape = (1, c) + (1,) * (x.ndim - 2)
+        xg = x.reshape(n, groups, k)
+        centred = xg - xg.mean(axis=2, keepdims=True)
+        rstd = ((centred * centred).mean(axis=2, keepdims=True) + self.eps) ** -0.5
+        xhat_g = centred * rstd
+        dx = dgamma = dbeta = None
+        if self.needs_grad(0):
+            g = (dy if gamma is None else dy * gamma.reshape(shape)).reshape(n, groups, k)
+            dx = rstd * (g - g.mean(axis=2, keepdims=True) - xhat_g * (g * xhat_g).mean(axis=2, keepdims=True))
+            dx = dx.reshape(x.shape)
+        if gamma is not None and self.needs_grad(1):
+            dgamma = (dy * xhat_g.reshape(x.shape)).sum(axis=axes)
         if beta is not None and self.needs_grad(2):
             dbeta = dy.sum(axis=axes)
         return dx, dgamma, dbeta
@@ -362,6 +404,18 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     rm = None if running_mean is None else running_mean.data
     rv = None if running_var is None else running_var.data
     return BatchNormFunction(rm, rv, training, momentum, eps)(input, weight, bias)
+
+
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+    """Group normalisation (Wu & He 2018), as torch.nn.functional.group_norm: per sample, the C
+    channels fall into num_groups groups of C/num_groups consecutive channels, each normalised over
+    its channels and all positions (biased variance), then weight[c] * xhat + bias[c].
+    num_groups=1 is layer norm over (C, H, W) with a per-channel affine map; num_groups=C is
+    instance norm. Same statistics in training and evaluation (no running averages)."""
+    _check_tensor("group_norm", "input", input)
+    _check_tensor("group_norm", "weight", weight, optional=True)
+    _check_tensor("group_norm", "bias", bias, optional=True)
+    return GroupNormFunction(num_groups, eps)(input, weight, bias)
 
 
 def leaky_relu(input, negative_slope=0.01):

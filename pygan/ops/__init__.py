@@ -426,3 +426,77 @@ def embedding_backward(dy, indices, num_classes):
             f"got {_shape(dy)}"
         )
     return backend_for(dy).embedding_backward(dy, indices, int(num_classes))
+
+
+# -- group norm, RMSprop (issue 11) --------------------------------------------------------------
+
+
+def _check_num_groups(op, num_groups):
+    if not isinstance(num_groups, (int, np.integer)) or isinstance(num_groups, bool) or num_groups < 1:
+        raise ValueError(f"{op}: num_groups must be an int >= 1, got {num_groups!r}")
+    return int(num_groups)
+
+
+def _check_group_norm(x, gamma, beta, num_groups, op="group_norm"):
+    _check_float(op, input=x, weight=gamma, bias=beta)
+    num_groups = _check_num_groups(op, num_groups)
+    if x.ndim < 2:
+        raise ValueError(f"{op}: input must be at least 2-D (N, C, ...), got shape {_shape(x)}")
+    c = x.shape[1]
+    if c % num_groups != 0:
+        raise ValueError(f"{op}: num_groups {num_groups} must divide the {c} channels (input shape {_shape(x)})")
+    if any(d == 0 for d in x.shape[1:]):
+        raise ValueError(f"{op}: input has no values per group (shape {_shape(x)})")
+    for name, a in (("weight", gamma), ("bias", beta)):
+        if a is not None and _shape(a) != (c,):
+            raise ValueError(f"{op}: {name} must have shape ({c},) for input shape {_shape(x)}, got {_shape(a)}")
+    return num_groups
+
+
+def group_norm_forward(x, gamma, beta, num_groups, eps):
+    num_groups = _check_group_norm(x, gamma, beta, num_groups)
+    if not eps > 0:
+        raise ValueError(f"group_norm: eps must be positive, got {eps}")
+    return backend_for(x).group_norm_forward(x, gamma, beta, num_groups, float(eps))
+
+
+def group_norm_backward(x, gamma, dy, mean, rstd, num_groups):
+    op = "group_norm_backward"
+    num_groups = _check_group_norm(x, gamma, None, num_groups, op)
+    _check_float(op, input=x, grad_output=dy, mean=mean, rstd=rstd)
+    _check_grad(op, "grad_output", dy, x.shape)
+    _check_grad(op, "mean", mean, (x.shape[0], num_groups))
+    _check_grad(op, "rstd", rstd, (x.shape[0], num_groups))
+    return backend_for(x).group_norm_backward(x, gamma, dy, mean, rstd, num_groups)
+
+
+def rmsprop_step(params, grads, square_avgs, momentum_buffers, grad_avgs, lr, alpha, eps, weight_decay, momentum,
+                 centered):
+    op = "rmsprop_step"
+    n = len(params)
+    lists = {"grads": grads, "square_avgs": square_avgs}
+    momentum, centered = float(momentum), bool(centered)
+    for name, arrays, wanted, why in (
+        ("momentum_buffers", momentum_buffers, momentum > 0, "momentum > 0"),
+        ("grad_avgs", grad_avgs, centered, "centered"),
+    ):
+        if wanted:
+            lists[name] = arrays
+        elif len(arrays) != 0:
+            raise ValueError(f"{op}: {name} must be empty unless {why}, got {len(arrays)} arrays")
+    for name, arrays in lists.items():
+        if len(arrays) != n:
+            raise ValueError(f"{op}: {name} has {len(arrays)} arrays, params has {n}")
+    for i in range(n):
+        _check_float(op, param=params[i], **{name[:-1]: arrays[i] for name, arrays in lists.items()})
+        for name, arrays in lists.items():
+            _check_grad(op, f"{name}[{i}]", arrays[i], params[i].shape)
+    for name, value in (("lr", lr), ("alpha", alpha), ("eps", eps), ("weight_decay", weight_decay), ("momentum", momentum)):
+        if not float(value) >= 0:
+            raise ValueError(f"{op}: {name} must be >= 0, got {value}")
+    if n == 0:
+        return
+    backend_for(params[0]).rmsprop_step(
+        params, grads, square_avgs, momentum_buffers, grad_avgs, float(lr), float(alpha), float(eps),
+        float(weight_decay), momentum, centered,
+    )

@@ -7,7 +7,8 @@ stream. `backend()` returns the wrapper object, whose methods also take `variant
 tests). Importing this module needs no CuPy; the first call does.
 
 The conv2d_* / conv_transpose2d_* / batch_norm_* ops (issue 5), linear_* / avg_pool2d_* /
-softmax_cross_entropy_* (issue 6) and embedding_* (issue 12) are at the end of this file.
+softmax_cross_entropy_* (issue 6), group_norm_* / rmsprop_step (issue 11) and embedding_* (issue 12)
+are at the end of this file.
 """
 
 from .native import make_backend
@@ -159,3 +160,24 @@ def embedding_backward(dy, indices, num_classes):
 
 
 # ==== end issue 12 ================================================================================
+
+
+# ==== issue 11: group norm (csrc/groupnorm.cu), RMSprop (csrc/rmsprop.cu) =========================
+# Variant: backend().<op>(..., variant=k).
+
+
+def group_norm_forward(x, gamma, beta, num_groups, eps):
+    return backend().group_norm_forward(x, gamma, beta, num_groups, eps)
+
+
+def group_norm_backward(x, gamma, dy, mean, rstd, num_groups):
+    return backend().group_norm_backward(x, gamma, dy, mean, rstd, num_groups)
+
+
+def rmsprop_step(params, grads, square_avgs, momentum_buffers, grad_avgs, lr, alpha, eps, weight_decay, momentum,
+                 centered):
+    backend().rmsprop_step(params, grads, square_avgs, momentum_buffers, grad_avgs, lr, alpha, eps, weight_decay,
+                           momentum, centered)
+
+
+# ==== end issue 11 ================================================================================
