@@ -1,8 +1,11 @@
-"""The GAN training loop (DCGAN by default).
+"""The GAN training loop (DCGAN by default, and its variants).
 
-Each step: a discriminator step on a real batch (label 1, or `label_smooth`) and on G(z).detach()
-(label 0); then, after every `d_steps` D steps, a generator step with the non-saturating loss
--log D(G(z)) (or the minimax loss log(1 - D(G(z)))). Losses are BCE with logits, optimisers Adam.
+Each step: a discriminator (critic) step on a real batch and on G(z).detach(); then, after every
+`d_steps` D steps, a generator step. The losses are pygan.losses' (`loss`: non-saturating BCE by
+default, minimax, lsgan, hinge, wgan, wgan-gp), with optional penalties (wgan-gp's gradient
+penalty, R1), weight clipping (wgan), label smoothing and flipping, and instance noise on D's
+inputs. `recipe` sets a published configuration in one word (pygan.recipes); explicit options
+override it.
 
 Everything that makes the run reproducible (weights, both Adam states, the global random
 generator, the position in the data order) goes into the checkpoint, so a resumed run continues
@@ -36,10 +39,9 @@ import numpy as np
 
 from . import checkpoint as ckpt
 from . import data as datasets
-from . import optim
+from . import losses, optim, recipes
 from .autograd import Tensor, array_module, no_grad, normalise_device, to_device
 from .models import Discriminator, Generator
-from .nn import functional as F
 from .random import default_generator, get_rng_state, manual_seed, set_rng_state
 
 LOG_FIELDS = ["step", "epoch", "loss_D", "loss_G", "D_x", "D_G_z1", "D_G_z2", "seconds"]
@@ -60,10 +62,16 @@ _OLD_TEMP_NAMES = ("log.csv.tmp", "eval.csv.tmp")
 # Options that fix the model or the order of the data: a resumed run must use the checkpoint's.
 _FIXED_OPTIONS = {"nz": "--nz", "ngf": "--ngf", "ndf": "--ndf", "image_size": "--imageSize", "nc": "--nc",
                   "dataset": "--dataset", "batch_size": "--batchSize", "fake_size": "--fake-size",
-                  "manual_seed": "--manualSeed"}
+                  "manual_seed": "--manualSeed", "d_norm": "--d-norm", "spectral_norm": "--spectral-norm",
+                  "optimizer": "--optimizer"}
 # Options a resumed run may change: applied, printed, recorded in the next checkpoint.
-_CHANGEABLE_OPTIONS = {"lr": "lr", "beta1": "beta1", "d_steps": "d_steps", "label_smooth": "label_smooth",
-                       "g_loss": "g_loss", "niter": "niter", "max_steps": "max_steps"}
+_CHANGEABLE_OPTIONS = {"lr": "lr", "lr_d": "lrD", "lr_g": "lrG", "beta1": "beta1", "beta2": "beta2",
+                       "d_steps": "d_steps", "label_smooth": "label_smooth", "label_flip": "label_flip",
+                       "instance_noise": "instance_noise", "loss": "loss", "clip": "clip", "gp_weight": "gp_weight",
+                       "r1": "r1", "niter": "niter", "max_steps": "max_steps"}
+# Model options recorded in the checkpoint's model description after the first DCGAN version:
+# a checkpoint without them was made with these values.
+_MODEL_VARIANT_DEFAULTS = {"d_norm": "batch", "spectral_norm": False}
 # Model sizes beyond these are not DCGANs anyone trains here; metadata claiming them is refused
 # before anything is allocated (the tensor shapes are checked as well).
 _MAX_WIDTH = 1 << 16
@@ -90,8 +98,6 @@ class Config:
     ngf: int = 64
     ndf: int = 64
     niter: int = 25
-    lr: float = 2e-4
-    beta1: float = 0.5
     outf: str = "runs/dcgan"
     manual_seed: int | None = None
     resume: bool = False
@@ -99,17 +105,56 @@ class Config:
     dry_run: bool = False
     device: str = "auto"
     max_steps: int | None = None
-    g_loss: str = "non-saturating"
-    d_steps: int = 1
-    label_smooth: float = 1.0
     channels: int | None = None
     fake_size: int = 1024
     progress: bool = True  # a progress bar, when stderr is a terminal
     eval_every: int | None = None  # D steps between evaluations; None: each epoch on the GPU, never on the CPU; 0: off
     eval_n: int = 10000  # samples per evaluation (fewer is faster but biased)
     keep_best: bool = True  # with evaluation on: keep checkpoint-best.safetensors, the lowest Frechet distance
+    # The GAN variant. None means "not given": resolve() fills it from `recipe`, then pygan.recipes.DEFAULTS.
+    recipe: str | None = None  # dcgan | lsgan | wgan | wgan-gp | hinge-sn
+    loss: str | None = None  # non-saturating | minimax | lsgan | hinge | wgan | wgan-gp
+    g_loss: str | None = None  # the older name of `loss` (PyTorch's dcgan example has only the G loss to choose)
+    optimizer: str | None = None  # adam | rmsprop
+    lr: float | None = None  # both networks' learning rate, unless lr_d / lr_g is given
+    lr_d: float | None = None
+    lr_g: float | None = None
+    beta1: float | None = None
+    beta2: float | None = None
+    d_steps: int | None = None  # D (critic) steps per G step
+    clip: float | None = None  # wgan: the critic's weights are clipped to +-clip after each critic step
+    gp_weight: float | None = None  # wgan-gp: lambda
+    r1: float | None = None  # R1 penalty gamma (0: off)
+    d_norm: str | None = None  # batch | layer | instance | none
+    spectral_norm: bool | None = None  # spectral norm on D's convs
+    label_smooth: float | None = None  # target for real images (one-sided smoothing)
+    label_flip: float | None = None  # probability of swapping D's real/fake labels per sample
+    instance_noise: float | None = None  # std of Gaussian noise on D's inputs, annealed linearly to 0
+
+    def resolve(self):
+        """Fill the variant options left unset from the recipe, then the defaults (once); returns
+        {option: "default" | "recipe NAME" | "flag"}."""
+        if getattr(self, "_sources", None) is not None:
+            return self._sources
+        if self.g_loss is not None:
+            if self.loss is not None and self.loss != self.g_loss:
+                raise ValueError(f"--loss {self.loss} and --g-loss {self.g_loss} disagree (--g-loss is the old name of --loss)")
+            self.loss = self.g_loss
+        settings, sources = recipes.resolve(self.recipe, {name: getattr(self, name) for name in recipes.DEFAULTS})
+        for name, value in settings.items():
+            setattr(self, name, value)
+        self.g_loss = self.loss
+        self._sources = sources
+        return sources
+
+    def describe_variant(self):
+        """One line per variant option: value and where it came from."""
+        sources = self.resolve()
+        return "; ".join(f"{name} {getattr(self, name)!r} ({sources[name]})" for name in recipes.DEFAULTS)
 
     def validate(self):
+        self.resolve()
+
         def positive(name):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -125,14 +170,7 @@ class Config:
             raise ValueError(f"eval_n must be an integer >= 10, got {self.eval_n!r}")
         if self.image_size not in (32, 64, 128):
             raise ValueError(f"imageSize must be 32, 64 or 128 (DCGAN's sizes), got {self.image_size}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if not 0 <= self.beta1 < 1:
-            raise ValueError(f"beta1 must be in [0, 1), got {self.beta1}")
-        if self.g_loss not in ("non-saturating", "minimax"):
-            raise ValueError(f"g_loss must be 'non-saturating' or 'minimax', got {self.g_loss!r}")
-        if not 0 < self.label_smooth <= 1:
-            raise ValueError(f"label_smooth must be in (0, 1], got {self.label_smooth}")
+        recipes.validate({name: getattr(self, name) for name in recipes.DEFAULTS})
         if self.resume and self.overwrite:
             raise ValueError("--resume and --overwrite exclude each other: continue the run, or replace it")
         normalise_device(self.device)
@@ -204,9 +242,10 @@ class Trainer:
 
         manual_seed(c.manual_seed)
         self.G = Generator(c.nz, c.ngf, self.nc, c.image_size).to(self.device)
-        self.D = Discriminator(c.ndf, self.nc, c.image_size).to(self.device)
-        self.optG = optim.Adam(self.G.parameters(), lr=c.lr, betas=(c.beta1, 0.999))
-        self.optD = optim.Adam(self.D.parameters(), lr=c.lr, betas=(c.beta1, 0.999))
+        self.D = Discriminator(c.ndf, self.nc, c.image_size, norm=c.d_norm, spectral_norm=c.spectral_norm).to(self.device)
+        self.optG = self._optimizer(self.G, c.lr_g or c.lr)
+        self.optD = self._optimizer(self.D, c.lr_d or c.lr)
+        self.total_steps = c.niter * len(self.loader)  # instance noise anneals over --niter epochs (not --max-steps)
         # BatchNorm running statistics: checked for finiteness every step (they go inf long before
         # a loss does when the learning rate is far too high).
         self._running_stats = [(f"{prefix}.{name}", b) for prefix, m in (("G", self.G), ("D", self.D))
@@ -238,17 +277,65 @@ class Trainer:
                 self.log(f"--overwrite: removed {len(removed)} file(s) of the earlier run in {c.outf}")
 
     # -- pieces --------------------------------------------------------------------------------
+    def _optimizer(self, model, lr):
+        c = self.config
+        if c.optimizer == "rmsprop":
+            return optim.RMSprop(model.parameters(), lr=lr)
+        return optim.Adam(model.parameters(), lr=lr, betas=(c.beta1, c.beta2))
+
+    def _set_hyper(self):
+        """Apply the config's learning rates (and Adam's betas) to both optimisers (after a resume)."""
+        c = self.config
+        for opt, lr in ((self.optG, c.lr_g or c.lr), (self.optD, c.lr_d or c.lr)):
+            for group in opt.param_groups:
+                group["lr"] = lr
+                if "betas" in group:
+                    group["betas"] = (c.beta1, c.beta2)
+
+    def _targets(self, n):
+        """D's targets for real and fake images: label_smooth and 0, each pair swapped with
+        probability label_flip (drawn from the global generator, so a resume replays them)."""
+        c = self.config
+        if not c.label_flip:
+            return c.label_smooth, 0.0
+        real, fake = losses.flip_labels(n, c.label_smooth, 0.0, c.label_flip, default_generator())
+        return Tensor(to_device(real, self.device)), Tensor(to_device(fake, self.device))
+
+    def _d_input(self, images, sigma):
+        """Instance noise: images + N(0, sigma^2) when sigma > 0 (the noise is a constant)."""
+        if not sigma:
+            return images
+        noise = default_generator().standard_normal(images.shape).astype(np.float32) * np.float32(sigma)
+        return images + Tensor(to_device(noise, self.device))
+
+    def _noise_sigma(self):
+        """instance_noise annealed linearly from its value at step 0 to 0 at the run's last step."""
+        c = self.config
+        if not c.instance_noise:
+            return 0.0
+        return c.instance_noise * max(0.0, 1.0 - self.step / max(1, self.total_steps))
+
+    def _clip_critic(self):
+        """WGAN: clip every critic parameter to [-clip, clip] in place."""
+        clip = self.config.clip
+        for p in self.D.parameters():
+            array_module(p.data).clip(p.data, -clip, clip, out=p.data)
+
     def _noise(self, n):
         z = default_generator().standard_normal((n, self.config.nz, 1, 1)).astype(np.float32)
         return Tensor(to_device(z, self.device))
-
-    def _labels(self, n, value):
-        return Tensor(to_device(np.full(n, value, dtype=np.float32), self.device))
 
     @staticmethod
     def _mean_sigmoid(logits):
         xp_data = logits.data
         return float((1.0 / (1.0 + np.exp(-np.clip(to_device(xp_data, "cpu").astype(np.float64), -500, 500)))).mean())
+
+    def _d_summary(self, out):
+        """What the log's D_x / D_G_z columns hold: the mean probability D gives for the BCE
+        losses, the mean raw output (score) for the others, whose D is no classifier."""
+        if self.config.loss in ("non-saturating", "minimax"):
+            return self._mean_sigmoid(out)
+        return float(to_device(out.data, "cpu").astype(np.float64).mean())
 
     def _item_and_stats_finite(self, loss):
         """loss.item(), and whether every BatchNorm running statistic is finite, in one host transfer.
@@ -271,33 +358,36 @@ class Trainer:
         t0 = time.perf_counter()
         real = Tensor(to_device(real_images, self.device))
         n = real.shape[0]
-        # D: maximise log D(x) + log(1 - D(G(z)))
+        sigma = self._noise_sigma()
+        # D (critic): minimise the loss's D part on D(x) and D(G(z)), plus any penalty
         self.D.zero_grad()
-        out_real = self.D(real)
-        err_real = F.binary_cross_entropy_with_logits(out_real, self._labels(n, c.label_smooth))
+        real_target, fake_target = self._targets(n)
+        out_real = self.D(self._d_input(real, sigma))
         fake = self.G(self._noise(n))
-        out_fake = self.D(fake.detach())
-        err_fake = F.binary_cross_entropy_with_logits(out_fake, self._labels(n, 0.0))
-        err_d = err_real + err_fake
+        out_fake = self.D(self._d_input(fake.detach(), sigma))
+        err_d = losses.d_loss(c.loss, out_real, out_fake, real_target, fake_target)
+        if c.loss == "wgan-gp":
+            err_d = err_d + c.gp_weight * losses.gradient_penalty(self.D, real, fake.detach())
+        if c.r1:
+            err_d = err_d + (c.r1 / 2) * losses.r1_penalty(self.D, real)
         err_d.backward()
         self.optD.step()
+        if c.loss == "wgan":
+            self._clip_critic()
         loss_d, stats_ok = self._item_and_stats_finite(err_d)
         row = {"step": self.step + 1, "epoch": self.epoch + 1, "loss_D": loss_d,
-               "D_x": self._mean_sigmoid(out_real), "D_G_z1": self._mean_sigmoid(out_fake), "loss_G": "", "D_G_z2": ""}
+               "D_x": self._d_summary(out_real), "D_G_z1": self._d_summary(out_fake), "loss_G": "", "D_G_z2": ""}
         self._check_finite("loss_D", loss_d, stats_ok)
         # G: after every d_steps D steps
         if (self.step + 1) % c.d_steps == 0:
             self.G.zero_grad()
-            out = self.D(fake)
-            if c.g_loss == "non-saturating":
-                err_g = F.binary_cross_entropy_with_logits(out, self._labels(n, 1.0))  # -log D(G(z))
-            else:
-                err_g = -F.binary_cross_entropy_with_logits(out, self._labels(n, 0.0))  # log(1 - D(G(z)))
+            out = self.D(self._d_input(fake, sigma))
+            err_g = losses.g_loss(c.loss, out)
             err_g.backward()
             self.optG.step()
             self.g_steps += 1
             row["loss_G"], stats_ok = self._item_and_stats_finite(err_g)
-            row["D_G_z2"] = self._mean_sigmoid(out)
+            row["D_G_z2"] = self._d_summary(out)
             self._check_finite("loss_G", row["loss_G"], stats_ok)
         self.step += 1
         row["seconds"] = round(time.perf_counter() - t0, 6)
@@ -366,7 +456,8 @@ class Trainer:
             "epoch": self.epoch, "batch": self.batch, "step": self.step, "g_steps": self.g_steps,
             "best_frechet_distance": self.best_fd, "rng_state": get_rng_state(), "optG": optg_meta, "optD": optd_meta, "config": config,
             "model": {"kind": "dcgan", "nz": self.config.nz, "ngf": self.config.ngf, "ndf": self.config.ndf,
-                      "nc": self.nc, "image_size": self.config.image_size},
+                      "nc": self.nc, "image_size": self.config.image_size, "d_norm": self.config.d_norm,
+                      "spectral_norm": self.config.spectral_norm},
         }
         return tensors, meta
 
@@ -411,11 +502,14 @@ class Trainer:
             c.manual_seed = seed
         # Options that fix the model or the data order: every difference is named.
         current = {"nz": c.nz, "ngf": c.ngf, "ndf": c.ndf, "image_size": c.image_size, "nc": c.channels,
-                   "dataset": c.dataset, "batch_size": c.batch_size, "fake_size": c.fake_size, "manual_seed": c.manual_seed}
+                   "dataset": c.dataset, "batch_size": c.batch_size, "fake_size": c.fake_size, "manual_seed": c.manual_seed,
+                   "d_norm": c.d_norm, "spectral_norm": c.spectral_norm, "optimizer": c.optimizer}
         differ = []
         for key, flag in _FIXED_OPTIONS.items():
             now = current[key]
             before = model[key] if key in model else stored.get(key, _MISSING)
+            if before is _MISSING and key == "optimizer":
+                before = "adam"  # checkpoints from before RMSprop
             if key == "nc" and now is None:
                 continue  # the data set's channels: checked once it is loaded
             if key == "fake_size" and _canonical_dataset(c.dataset) != "fake":
@@ -468,16 +562,16 @@ class Trainer:
         self.best_fd = best
         self._good_step = self.step
         # Changed optimiser and loop options: applied, printed, and recorded by the next checkpoint.
-        loaded = self.optG.param_groups[0]
-        before = dict(stored, lr=loaded["lr"], beta1=loaded["betas"][0])
+        before = dict(stored)
+        if before.get("loss") is None and "g_loss" in before:  # checkpoints from before --loss
+            before["loss"] = before["g_loss"]
         for key, label in _CHANGEABLE_OPTIONS.items():
             now = getattr(c, key)
+            if before.get(key, _MISSING) is _MISSING and now == recipes.DEFAULTS.get(key, now):
+                continue  # an option newer than the checkpoint, at its default
             if not _same_option(key, before.get(key, _MISSING), now):
                 self.log(f"resume: {label} {_show(before.get(key, _MISSING), now)} -> {now!r}")
-        for opt in (self.optG, self.optD):
-            for group in opt.param_groups:
-                group["lr"] = c.lr
-                group["betas"] = (c.beta1, group["betas"][1])
+        self._set_hyper()
         _truncate_log(self.eval_path, self.step)
         _truncate_log(self.log_path, self.step)
         where = f"epoch {self.epoch + 1}, batch {self.batch}" if self.epoch < c.niter else f"after epoch {self.epoch}"
@@ -874,18 +968,34 @@ def _generator_shapes(nz, ngf, nc, image_size):
     return shapes
 
 
-def _discriminator_shapes(ndf, nc, image_size):
-    """{state name: shape} of Discriminator(ndf, nc, image_size), computed without building it."""
+def _discriminator_shapes(ndf, nc, image_size, norm="batch", spectral_norm=False):
+    """{state name: shape} of Discriminator(ndf, nc, image_size, norm, spectral_norm), computed
+    without building it (the layer order is models.dcgan's)."""
     n = int(math.log2(image_size)) - 2
     chans = [nc] + [ndf * 2**k for k in range(n)] + [1]
-    shapes = {}
+    shapes, index = {}, 0
+
+    def conv(c_in, c_out, bias):
+        if spectral_norm:
+            shapes.update({f"main.{index}.weight_orig": (c_out, c_in, 4, 4), f"main.{index}.weight_u": (c_out,),
+                           f"main.{index}.weight_v": (c_in * 16,)})
+        else:
+            shapes[f"main.{index}.weight"] = (c_out, c_in, 4, 4)
+        if bias:
+            shapes[f"main.{index}.bias"] = (c_out,)
+
     for k in range(n + 1):
-        index = 0 if k == 0 else 3 * k - 1
-        shapes[f"main.{index}.weight"] = (chans[k + 1], chans[k], 4, 4)
-        if 1 <= k < n:
+        has_norm = 1 <= k < n and norm != "none"
+        conv(chans[k], chans[k + 1], bias=1 <= k < n and not has_norm)
+        index += 1
+        if has_norm:
             c = chans[k + 1]
-            shapes.update({f"main.{3 * k}.{p}": (c,) for p in ("weight", "bias", "running_mean", "running_var")})
-            shapes[f"main.{3 * k}.num_batches_tracked"] = ()
+            names = ("weight", "bias", "running_mean", "running_var") if norm == "batch" else ("weight", "bias")
+            shapes.update({f"main.{index}.{p}": (c,) for p in names})
+            if norm == "batch":
+                shapes[f"main.{index}.num_batches_tracked"] = ()
+            index += 1
+        index += 1  # LeakyReLU (none after the last conv)
     return shapes
 
 
@@ -912,9 +1022,16 @@ def check_model_description(meta, tensors, path, discriminator=False):
         if not ok:
             raise ckpt.CheckpointError(f"checkpoint {path}: model {key}={value} is out of range")
         out[key] = value
+    for key, default in _MODEL_VARIANT_DEFAULTS.items():
+        value = model.get(key, default)
+        allowed = recipes.D_NORMS if key == "d_norm" else (True, False)
+        if type(value) is not type(default) or value not in allowed:
+            raise ckpt.CheckpointError(f"checkpoint {path}: model {key} is {_short(value)}, not one of {allowed}")
+        out[key] = value
     expected = {f"G.{k}": v for k, v in _generator_shapes(out["nz"], out["ngf"], out["nc"], out["image_size"]).items()}
     if discriminator:
-        expected.update({f"D.{k}": v for k, v in _discriminator_shapes(out["ndf"], out["nc"], out["image_size"]).items()})
+        d_shapes = _discriminator_shapes(out["ndf"], out["nc"], out["image_size"], out["d_norm"], out["spectral_norm"])
+        expected.update({f"D.{k}": v for k, v in d_shapes.items()})
     for name, shape in expected.items():
         if name not in tensors:
             raise ckpt.CheckpointError(f"checkpoint {path} lacks tensor {name} (its model description: {_short(model)})")

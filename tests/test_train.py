@@ -120,7 +120,8 @@ def test_checkpoints_hold_no_pickle(tmp_path):
     Trainer(tiny_config(tmp_path, niter=1), log=quiet).fit()
     tensors, meta = ckpt.load(str(tmp_path / "checkpoint.safetensors"))
     assert all(isinstance(v, np.ndarray) for v in tensors.values())
-    assert meta["model"] == {"kind": "dcgan", "nz": 8, "ngf": 4, "ndf": 4, "nc": 1, "image_size": 32}
+    assert meta["model"] == {"kind": "dcgan", "nz": 8, "ngf": 4, "ndf": 4, "nc": 1, "image_size": 32, "d_norm": "batch",
+                             "spectral_norm": False}
     G, _ = load_generator(str(tmp_path / "checkpoint.safetensors"))
     assert not G.training
 
@@ -128,7 +129,7 @@ def test_checkpoints_hold_no_pickle(tmp_path):
 @pytest.mark.parametrize(
     "overrides, word",
     [({"batch_size": 0}, "batch_size"), ({"image_size": 48}, "imageSize"), ({"lr": -1.0}, "lr"),
-     ({"g_loss": "hinge"}, "g_loss"), ({"label_smooth": 1.5}, "label_smooth"), ({"device": "tpu"}, "device"),
+     ({"g_loss": "bce"}, "loss must be one of"), ({"label_smooth": 1.5}, "label_smooth"), ({"device": "tpu"}, "device"),
      ({"batch_size": 1000}, "batchSize 1000 is larger")],
 )
 def test_bad_options_are_named(tmp_path, overrides, word):
