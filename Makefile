@@ -14,7 +14,7 @@ SETUP_LOG := build/setup.log
 # Everything the build reads: a change to any of them makes the next `make setup` rebuild.
 BUILD_INPUTS := setup.py pyproject.toml CMakeLists.txt $(wildcard csrc/* csrc/emu/*)
 # The build options, and the compilers the build would find: a change also means a rebuild.
-BUILD_CONFIG = python=$$(command -v $(PYTHON)) nvcc=$$(command -v nvcc) \
+BUILD_CONFIG = python=$$($(PYTHON) -c "import sys; print(sys.executable)" 2>/dev/null) nvcc=$$(command -v nvcc) \
   PYGAN_CPU_ONLY=$$PYGAN_CPU_ONLY PYGAN_CUDA_ARCH=$$PYGAN_CUDA_ARCH PYGAN_REQUIRE_CUDA=$$PYGAN_REQUIRE_CUDA \
   PYGAN_BUILD_JOBS=$$PYGAN_BUILD_JOBS PYGAN_NO_EMULATION=$$PYGAN_NO_EMULATION CUDACXX=$$CUDACXX \
   CMAKE_ARGS=$$CMAKE_ARGS DEBUG=$$DEBUG
