@@ -12,7 +12,8 @@ from pygan import classifier, data, evaluate
 from pygan.cli import main
 from pygan.train import Config, Trainer, load_generator
 
-from test_variants import assert_resume_is_bit_exact, final_state, quiet, tiny_config
+from test_eval import needs_fashion
+from test_variants import assert_resume_is_bit_exact, quiet, tiny_config
 
 FAKE_CLASSES = ["blob", "ring", "stripes"]
 
@@ -222,17 +223,6 @@ def test_eval_refuses_truncation_with_given_samples(tmp_path, capsys):
 
 
 # -- pygan eval of a conditional model ------------------------------------------------------------
-
-
-def _fashion_available():
-    try:
-        data.load_dataset("fashion-mnist", train=False, download_hint=False)
-        return True
-    except FileNotFoundError:
-        return False
-
-
-needs_fashion = pytest.mark.skipif(not _fashion_available(), reason="dataset-fashion-mnist is not installed")
 
 
 @needs_fashion
