@@ -70,6 +70,13 @@ def _add_train(sub):
     p.add_argument("--eval-n", type=int, default=10000, help="samples per evaluation (< 10000 is biased)")
     p.add_argument("--no-keep-best", action="store_true",
                    help="do not keep OUTF/checkpoint-best.safetensors (the lowest Frechet distance so far)")
+    g = p.add_argument_group("data-parallel training (mpirun -np N pygan train ...; --batchSize is the global batch)")
+    g.add_argument("--distributed", action="store_true",
+                   help="data-parallel even when no MPI launcher or srun is detected (one rank without one)")
+    g.add_argument("--sync-bn", action="store_true",
+                   help="BatchNorm statistics over the global batch (all ranks): N ranks compute what one process does")
+    g.add_argument("--dist-timeout", type=float, default=600.0, metavar="SECONDS",
+                   help="end the job when a collective waits longer than this (a rank died or hangs)")
     p.set_defaults(func=cmd_train)
 
 
@@ -172,7 +179,54 @@ def build_parser():
 
 
 def cmd_train(args):
+    from .distributed import detect_launch
+
+    if not args.distributed and detect_launch() is None:
+        return _train(args, None)  # one process: nothing distributed is imported or touched
+    from . import distributed
+
+    if not args.dist_timeout > 0:
+        raise ValueError(f"--dist-timeout must be positive, got {args.dist_timeout}")
+    comm = distributed.init(args.device, force=args.distributed, timeout=args.dist_timeout)
+    try:
+        return _train(args, comm)
+    except BaseException as exc:
+        status = _status(exc)
+        if getattr(exc, "pygan_collective", False):  # every rank raised it at the same point
+            if comm.rank != 0 or isinstance(exc, distributed.PeerFailed):
+                if comm.rank == 0:
+                    print(f"pygan: error: {exc}", file=sys.stderr)
+                return status
+            raise
+        if comm.size == 1:
+            raise
+        # one rank failed on its own: end the whole job now, so no rank waits for this one
+        print(f"pygan: error: rank {comm.rank} of {comm.size}: {type(exc).__name__}: {exc}; aborting the job "
+              f"(status {status})", file=sys.stderr)
+        comm.abort(status)
+        raise
+
+
+def _status(exc):
+    from .checkpoint import CheckpointError
+    from .distributed import PeerFailed
+    from .train import TrainingDiverged
+
+    if isinstance(exc, PeerFailed):
+        return exc.status
+    if isinstance(exc, KeyboardInterrupt):
+        return 130
+    if isinstance(exc, TrainingDiverged):
+        return 3
+    if isinstance(exc, (ValueError, TypeError, CheckpointError, RuntimeError, OSError)):
+        return 2
+    return 1
+
+
+def _train(args, comm):
     from .train import Config, Trainer, describe
+
+    say = print if comm is None or comm.rank == 0 else (lambda *a, **k: None)
 
     config = Config(
         dataset=args.dataset, dataroot=args.dataroot, batch_size=args.batchSize, image_size=args.imageSize,
@@ -185,17 +239,22 @@ def cmd_train(args):
         conditional=args.conditional, ema_decay=args.ema_decay, ema_start=args.ema_start,
         channels=args.nc, fake_size=args.fake_size, progress=not args.no_progress, eval_every=args.eval_every,
         eval_n=args.eval_n, keep_best=not args.no_keep_best,
+        distributed=comm is not None, sync_bn=args.sync_bn, dist_timeout=args.dist_timeout,
     )
-    trainer = Trainer(config)
-    print(f"options: {describe(config)}")
-    print(f"GAN variant: {config.describe_variant()}")
-    print(f"device: {trainer.device}; data: {trainer.dataset.name}, {len(trainer.dataset)} images "
-          f"{trainer.nc}x{config.image_size}x{config.image_size}; {len(trainer.loader)} steps per epoch; writing to {config.outf}")
+    trainer = Trainer(config, comm=comm)
+    say(f"options: {describe(config)}")
+    say(f"GAN variant: {config.describe_variant()}")
+    say(f"device: {trainer.device}; data: {trainer.dataset.name}, {len(trainer.dataset)} images "
+        f"{trainer.nc}x{config.image_size}x{config.image_size}; {len(trainer.loader)} steps per epoch; writing to {config.outf}")
+    if comm is not None:
+        say(f"data-parallel: {comm.size} rank(s) launched by {comm.launcher}, {comm.backend} all-reduce; global batch "
+            f"{config.batch_size} = {comm.size} x {trainer.local_batch}; BatchNorm statistics "
+            f"{'over the global batch (--sync-bn)' if config.sync_bn else 'per rank (no --sync-bn)'}; rank 0 writes")
     trainer.fit()
     partial = ""
     if trainer.batch:
         partial = f" and {trainer.batch} of {len(trainer.loader)} batches of epoch {trainer.epoch + 1}"
-    print(f"done: {trainer.step} steps; {trainer.epoch} of {config.niter} epochs complete{partial}; "
+    say(f"done: {trainer.step} steps; {trainer.epoch} of {config.niter} epochs complete{partial}; "
           f"checkpoint {trainer.checkpoint_path}")
     return 0
 

@@ -560,16 +560,25 @@ class DataLoader:
             return np.arange(n)
         return np.random.default_rng([self.seed, _check_epoch(epoch)]).permutation(n)
 
-    def iter_epoch(self, epoch, start=0):
-        """Batches of epoch `epoch`, beginning at batch index `start` (for resuming mid-epoch)."""
+    def iter_epoch(self, epoch, start=0, part=None):
+        """Batches of epoch `epoch`, beginning at batch index `start` (for resuming mid-epoch).
+
+        part=(k, n): of each batch only its k-th of n equal slices (data-parallel rank k of n
+        takes its share of the same global batch); batch_size must divide by n."""
         order = self.order(epoch)
         if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or not 0 <= start <= len(self):
             raise ValueError(f"start must be an int in [0, {len(self)}], got {start!r}")
-        return self._batches(order, int(start))
+        if part is not None:
+            k, n = part
+            if not (0 <= k < n) or self.batch_size % n:
+                raise ValueError(f"part must be (k, n) with 0 <= k < n and n dividing batch_size {self.batch_size}, got {part!r}")
+        return self._batches(order, int(start), part)
 
-    def _batches(self, order, start):
+    def _batches(self, order, start, part=None):
+        share = self.batch_size if part is None else self.batch_size // part[1]
+        first = 0 if part is None else part[0] * share
         for b in range(start, len(self)):
-            idx = order[b * self.batch_size: (b + 1) * self.batch_size]
+            idx = order[b * self.batch_size + first: b * self.batch_size + first + share]
             batch = self.images[idx]
             yield (batch, self.labels[idx]) if self.return_labels else batch
 

@@ -71,7 +71,7 @@ _CHANGEABLE_OPTIONS = {"lr": "lr", "lr_d": "lrD", "lr_g": "lrG", "beta1": "beta1
                        "d_steps": "d_steps", "label_smooth": "label_smooth", "label_flip": "label_flip",
                        "instance_noise": "instance_noise", "loss": "loss", "clip": "clip", "gp_weight": "gp_weight",
                        "r1": "r1", "niter": "niter", "max_steps": "max_steps", "ema_decay": "ema_decay",
-                       "ema_start": "ema_start"}
+                       "ema_start": "ema_start", "sync_bn": "sync_bn"}
 # Model options recorded in the checkpoint's model description after the first DCGAN version:
 # a checkpoint without them was made with these values.
 _MODEL_VARIANT_DEFAULTS = {"d_norm": "batch", "spectral_norm": False, "num_classes": 0, "embed_dim": 0}
@@ -138,6 +138,10 @@ class Config:
     conditional: bool = False  # G(z, y) and a projection D(x, y) on the data set's class labels
     ema_decay: float = 0.0  # > 0: keep an exponential moving average of G's weights (e.g. 0.999)
     ema_start: int = 0  # the EMA copies G until this step, then averages
+    # Data parallelism (pygan.distributed): the communicator is passed to the Trainer; these record how.
+    distributed: bool = False  # --distributed: data-parallel even without a detected launcher
+    sync_bn: bool = False  # BatchNorm statistics over every rank's slice of the global batch
+    dist_timeout: float = 600.0  # seconds a collective may wait before the job is ended
 
     def resolve(self):
         """Fill the variant options left unset from the recipe, then the defaults (once); returns
@@ -183,6 +187,9 @@ class Config:
             raise ValueError(f"ema_decay must be in [0, 1) (0: no EMA generator), got {self.ema_decay!r}")
         if isinstance(self.ema_start, bool) or not isinstance(self.ema_start, int) or self.ema_start < 0:
             raise ValueError(f"ema_start must be a non-negative integer step, got {self.ema_start!r}")
+        if isinstance(self.dist_timeout, bool) or not isinstance(self.dist_timeout, (int, float)) \
+                or not self.dist_timeout > 0:
+            raise ValueError(f"dist_timeout must be a positive number of seconds, got {self.dist_timeout!r}")
         if self.resume and self.overwrite:
             raise ValueError("--resume and --overwrite exclude each other: continue the run, or replace it")
         normalise_device(self.device)
@@ -192,17 +199,26 @@ class Trainer:
     """Owns the output folder from construction until fit() returns (or close()): its lock is held
     that long. A Trainer that fails to construct holds nothing."""
 
-    def __init__(self, config, log=print):
-        config.validate()
+    def __init__(self, config, log=print, comm=None):
+        """`comm`: a pygan.distributed communicator for data-parallel training (None: one process).
+        Then every rank constructs a Trainer; rank 0 alone owns (locks and writes) the folder."""
+        self.comm = comm
+        self.rank, self.world = (0, 1) if comm is None else (comm.rank, comm.size)
         self.config = c = config
-        self.log = log
-        self.device = normalise_device(c.device)
+        self.log = log if self.rank == 0 else _quiet
         self._lock = None
         self._good_step = None  # step of the finite checkpoint on disk that this run wrote or resumed from
+        self._stop_agreed = False  # distributed: every rank saw a Ctrl-C request by the last step
+        self._interrupt = None
         self.checkpoint_path = os.path.join(c.outf, CHECKPOINT)
         self.log_path = os.path.join(c.outf, "log.csv")
         self.eval_path = os.path.join(c.outf, "eval.csv")
         self.best_path = os.path.join(c.outf, BEST_CHECKPOINT)
+        if comm is not None:
+            self._init_distributed()
+            return
+        config.validate()
+        self.device = normalise_device(c.device)
         _prepare_output_folder(c.outf)
         self._lock = _RunLock(c.outf)
         try:
@@ -210,6 +226,53 @@ class Trainer:
         except BaseException:
             self.close()
             raise
+
+    def _init_distributed(self):
+        """Rank 0 checks the options, takes the folder (lock, resume checkpoint, seed) and
+        broadcasts what it read; then every rank builds the same state, rank 0's parameters are
+        broadcast, and every failure is agreed on so that no rank waits for one that gave up."""
+        from . import distributed
+
+        c, comm = self.config, self.comm
+        error = payload = None
+        if self.rank == 0:
+            try:
+                c.validate()
+                distributed.local_batch_size(c.batch_size, self.world)
+                _prepare_output_folder(c.outf)
+                self._lock = _RunLock(c.outf)
+                resume = self._setup_folder()
+                payload = (resume, c.manual_seed, c.dataroot)
+            except BaseException as exc:  # noqa: BLE001 -- every rank must learn of it
+                error = exc
+        summary = comm.bcast_object(distributed.error_summary(error) if error is not None else payload,
+                                    what="rank 0's set-up")
+        if error is not None:
+            self.close()
+            raise distributed.collective(error)
+        if isinstance(summary, dict):
+            raise distributed.collective(distributed.PeerFailed(summary["message"], summary["status"]))
+        resume, c.manual_seed, c.dataroot = summary
+        error = None
+        try:
+            if self.rank != 0:
+                c.validate()
+            self.device = normalise_device(c.device)
+            self.local_batch = distributed.local_batch_size(c.batch_size, self.world)
+            self._setup_state(resume)
+        except BaseException as exc:  # noqa: BLE001
+            error = exc
+        try:
+            distributed.agree(comm, error, "building the model and data on every rank")
+        except BaseException:
+            self.close()
+            raise
+        for model in (self.G, self.D) + ((self.G_ema,) if self.G_ema is not None else ()):
+            distributed.broadcast_module(comm, model)
+        if c.sync_bn:
+            distributed.convert_sync_batchnorm(self.G, comm)
+            distributed.convert_sync_batchnorm(self.D, comm)
+        self._d_params, self._g_params = list(self.D.parameters()), list(self.G.parameters())
 
     def close(self):
         """Release the output folder's lock (fit() does this when it returns or fails)."""
@@ -225,6 +288,12 @@ class Trainer:
         return False
 
     def _setup(self):
+        self._setup_state(self._setup_folder())
+
+    def _setup_folder(self):
+        """The output folder's part of the set-up (rank 0's alone when distributed): stale temporary
+        files, the checkpoint to resume from (checked) or the refusal to reuse a run's folder, the
+        seed. Returns the checkpoint read for --resume, or None."""
         c = self.config
         removed = _remove_stale_temp_files(c.outf)
         if removed:
@@ -241,6 +310,11 @@ class Trainer:
                     "--overwrite, or choose another --outf", existing[0])
         if c.manual_seed is None:
             c.manual_seed = int(np.random.SeedSequence().entropy % (2**31))
+        return resume
+
+    def _setup_state(self, resume):
+        """Data, models, optimisers and, with `resume`, the checkpoint's state (every rank's part)."""
+        c = self.config
         self.dataset = datasets.load_dataset(c.dataset, dataroot=c.dataroot, image_size=c.image_size, channels=c.channels,
                                              fake_size=c.fake_size)
         if len(self.dataset) < c.batch_size:
@@ -295,11 +369,11 @@ class Trainer:
             self.eval_every = -1 if self.device != "cpu" and has_classifier else 0
         else:
             self.eval_every = c.eval_every
-        if self.eval_every:
+        if self.eval_every and self.rank == 0:
             self._extractor = classifier.load(c.dataset, device=self.device)  # fails now, not after an epoch
         if resume is not None:
             self._apply_checkpoint(*resume)
-        else:  # a fresh run starts clean, once everything above has worked
+        elif self.rank == 0:  # a fresh run starts clean, once everything above has worked
             removed = _clear_outputs(c.outf)
             if removed and c.overwrite:
                 self.log(f"--overwrite: removed {len(removed)} file(s) of the earlier run in {c.outf}")
@@ -326,14 +400,14 @@ class Trainer:
         c = self.config
         if not c.label_flip:
             return c.label_smooth, 0.0
-        real, fake = losses.flip_labels(n, c.label_smooth, 0.0, c.label_flip, default_generator())
+        real, fake = losses.flip_labels(n, c.label_smooth, 0.0, c.label_flip, self._step_rng())
         return Tensor(to_device(real, self.device)), Tensor(to_device(fake, self.device))
 
     def _d_input(self, images, sigma):
         """Instance noise: images + N(0, sigma^2) when sigma > 0 (the noise is a constant)."""
         if not sigma:
             return images
-        noise = default_generator().standard_normal(images.shape).astype(np.float32) * np.float32(sigma)
+        noise = self._step_rng().standard_normal(images.shape).astype(np.float32) * np.float32(sigma)
         return images + Tensor(to_device(noise, self.device))
 
     def _noise_sigma(self):
@@ -355,9 +429,30 @@ class Trainer:
     def _D(self, x, y):
         return self.D(x) if y is None else self.D(x, y)
 
-    def _noise(self, n):
-        z = default_generator().standard_normal((n, self.config.nz, 1, 1)).astype(np.float32)
+    def _noise(self, n, rng=None):
+        rng = default_generator() if rng is None else rng
+        z = rng.standard_normal((n, self.config.nz, 1, 1)).astype(np.float32)
         return Tensor(to_device(z, self.device))
+
+    def _step_rng(self):
+        """The generator a training step draws from: the global one; when distributed, a view that
+        draws the global batch's numbers (as one process would) and returns this rank's slice."""
+        if self.comm is None:
+            return default_generator()
+        from .distributed import ShardedGenerator
+
+        return ShardedGenerator(default_generator(), self.rank, self.world)
+
+    def _mean_over_ranks(self, values, stats_ok):
+        """Distributed: the mean over the ranks of this rank's log values (each from an equal share
+        of the global batch, so the mean is the global batch's), whether every rank's statistics
+        are finite, and whether any rank was asked to stop (Ctrl-C): one small all-reduce."""
+        hit = self._interrupt is not None and self._interrupt.hit
+        total = self.comm.allreduce_host(list(values) + [0.0 if stats_ok else 1.0, 1.0 if hit else 0.0],
+                                         what=f"all-reduce of step {self.step + 1}'s losses")
+        k = len(values)
+        self._stop_agreed = self._stop_agreed or bool(total[k + 1] > 0)
+        return [float(v) / self.world for v in total[:k]], bool(total[k] == 0)
 
     @staticmethod
     def _mean_sigmoid(logits):
@@ -401,25 +496,33 @@ class Trainer:
         self.D.zero_grad()
         real_target, fake_target = self._targets(n)
         out_real = self._D(self._d_input(real, sigma), y_real)
-        z = self._noise(n)
+        z = self._noise(n, self._step_rng())
         if self.num_classes:  # the classes asked of G: uniform, from the global generator
-            y_fake = to_device(default_generator().integers(0, self.num_classes, n), self.device)
+            y_fake = to_device(self._step_rng().integers(0, self.num_classes, n), self.device)
         fake = self._G(z, y_fake)
         out_fake = self._D(self._d_input(fake.detach(), sigma), y_fake)
         err_d = losses.d_loss(c.loss, out_real, out_fake, real_target, fake_target)
         # the penalties see D at the real labels (interpolates lie between a real and a fake image)
         critic = self.D if not self.num_classes else (lambda x: self.D(x, y_real))
         if c.loss == "wgan-gp":
-            err_d = err_d + c.gp_weight * losses.gradient_penalty(critic, real, fake.detach())
+            err_d = err_d + c.gp_weight * losses.gradient_penalty(critic, real, fake.detach(), rng=self._step_rng())
         if c.r1:
             err_d = err_d + (c.r1 / 2) * losses.r1_penalty(critic, real)
         err_d.backward()
+        if self.comm is not None:
+            from .distributed import average_gradients
+
+            average_gradients(self.comm, self._d_params, "D's gradients")
         self.optD.step()
         if c.loss == "wgan":
             self._clip_critic()
         loss_d, stats_ok = self._item_and_stats_finite(err_d)
         row = {"step": self.step + 1, "epoch": self.epoch + 1, "loss_D": loss_d,
                "D_x": self._d_summary(out_real), "D_G_z1": self._d_summary(out_fake), "loss_G": "", "D_G_z2": ""}
+        if self.comm is not None:
+            (loss_d, row["D_x"], row["D_G_z1"]), stats_ok = self._mean_over_ranks(
+                (loss_d, row["D_x"], row["D_G_z1"]), stats_ok)
+            row["loss_D"] = loss_d
         self._check_finite("loss_D", loss_d, stats_ok)
         # G: after every d_steps D steps
         if (self.step + 1) % c.d_steps == 0:
@@ -427,12 +530,18 @@ class Trainer:
             out = self._D(self._d_input(fake, sigma), y_fake)
             err_g = losses.g_loss(c.loss, out)
             err_g.backward()
+            if self.comm is not None:
+                from .distributed import average_gradients
+
+                average_gradients(self.comm, self._g_params, "G's gradients")
             self.optG.step()
             self.g_steps += 1
             if self.ema is not None:
                 self.ema.update(self.step + 1)
             row["loss_G"], stats_ok = self._item_and_stats_finite(err_g)
             row["D_G_z2"] = self._d_summary(out)
+            if self.comm is not None:
+                (row["loss_G"], row["D_G_z2"]), stats_ok = self._mean_over_ranks((row["loss_G"], row["D_G_z2"]), stats_ok)
             self._check_finite("loss_G", row["loss_G"], stats_ok)
         self.step += 1
         row["seconds"] = round(time.perf_counter() - t0, 6)
@@ -448,8 +557,11 @@ class Trainer:
             arrays = {key: to_device(t.data, "cpu") for key, t in self._running_stats}
             bad = _first_non_finite(arrays)
             what.append(f"{bad[0]} holds {bad[1]}" if bad else "a BatchNorm running statistic is not finite")
-        raise TrainingDiverged(
+        exc = TrainingDiverged(
             f"{' and '.join(what)} at step {self.step + 1} (epoch {self.epoch + 1}): training stopped; {self._kept()}")
+        if self.comm is not None:  # the values were averaged over the ranks: every rank stops here
+            exc.pygan_collective = True
+        raise exc
 
     def _epoch_of_last_step(self):
         """The 1-based epoch of the last step done (the one just completed at an epoch's end)."""
@@ -526,6 +638,7 @@ class Trainer:
                       "embed_dim": self.G.embed_dim, "classes": self.classes},
             "ema": None if self.ema is None else {"decay": self.ema.decay, "start": self.ema.start,
                                                   "updates": self.ema.updates},
+            "world_size": self.world,  # data-parallel ranks: a resume needs as many
         }
         return tensors, meta
 
@@ -562,6 +675,15 @@ class Trainer:
         stored = meta.get("config")
         if not isinstance(stored, dict):
             raise ckpt.CheckpointError(f"checkpoint {path} has no training options ('config' is {_short(stored)})")
+        world = meta.get("world_size", 1)
+        if isinstance(world, bool) or not isinstance(world, int) or world < 1:
+            raise ckpt.CheckpointError(f"checkpoint {path} has a bad world_size {_short(world)} (not a positive integer)")
+        if world != self.world:
+            raise ckpt.CheckpointError(
+                f"cannot resume from {path}: it was written by a data-parallel run of {world} rank(s), this run has "
+                f"{self.world}; resume with the same number of ranks ("
+                + ("as one process, without mpirun or --distributed" if world == 1 else f"mpirun -np {world}")
+                + "), or start a new run")
         # Options the user left unset come from the checkpoint.
         if c.manual_seed is None:
             seed = stored.get("manual_seed")
@@ -657,8 +779,9 @@ class Trainer:
             if not _same_option(key, before.get(key, _MISSING), now):
                 self.log(f"resume: {label} {_show(before.get(key, _MISSING), now)} -> {now!r}")
         self._set_hyper()
-        _truncate_log(self.eval_path, self.step)
-        _truncate_log(self.log_path, self.step)
+        if self.rank == 0:
+            _truncate_log(self.eval_path, self.step)
+            _truncate_log(self.log_path, self.step)
         where = f"epoch {self.epoch + 1}, batch {self.batch}" if self.epoch < c.niter else f"after epoch {self.epoch}"
         self.log(f"resumed from {path}: step {self.step}, {where}")
 
@@ -673,20 +796,26 @@ class Trainer:
 
     def _fit(self):
         c = self.config
-        interrupted = _InterruptFlag(self._abort_note)
+        interrupted = self._interrupt = _InterruptFlag(self._abort_note)
         interrupted.doing("step", self.step + 1)
+        writes = self.rank == 0  # distributed: rank 0 alone writes
         new_log = not os.path.exists(self.log_path) or self.step == 0
-        with _writing(self.log_path):
-            log_file = open(self.log_path, "w" if new_log else "a", newline="", buffering=1)  # line-buffered: tail -f works
+        if writes:
+            with _writing(self.log_path):
+                log_file = open(self.log_path, "w" if new_log else "a", newline="", buffering=1)  # line-buffered: tail -f works
+        else:
+            log_file = io.StringIO()
         writer = csv.DictWriter(log_file, fieldnames=LOG_FIELDS)
+        part = None if self.comm is None else (self.rank, self.world)
+        progress = c.progress and writes
         steps_per_epoch = len(self.loader)
         bar = _NullBar()
         try:
             with interrupted:
                 with _writing(self.log_path):
-                    if new_log:
+                    if new_log and writes:
                         writer.writeheader()
-                if self.step == 0:
+                if self.step == 0 and writes:
                     first = next(iter(self.loader.iter_epoch(0)))
                     first = first[0] if self.num_classes else first  # (images, labels) for a conditional run
                     path = os.path.join(c.outf, "real_samples.png")
@@ -696,25 +825,26 @@ class Trainer:
                     self.log(f"nothing to do: the checkpoint is at step {self.step}, --max-steps is {c.max_steps}")
                 while self.epoch < c.niter and (c.max_steps is None or self.step < c.max_steps):
                     interrupted.doing("step", self.step + 1)
-                    bar = _progress(steps_per_epoch, self.batch, f"epoch {self.epoch + 1}/{c.niter}", c.progress)
+                    bar = _progress(steps_per_epoch, self.batch, f"epoch {self.epoch + 1}/{c.niter}", progress)
                     stop = False
-                    for real in self.loader.iter_epoch(self.epoch, start=self.batch):
+                    for real in self.loader.iter_epoch(self.epoch, start=self.batch, part=part):
                         interrupted.doing("step", self.step + 1)
                         row = self.train_step(real)
                         self.batch += 1
-                        with _writing(self.log_path):
-                            writer.writerow(row)
+                        if writes:
+                            with _writing(self.log_path):
+                                writer.writerow(row)
                         bar.update(1)
                         bar.set_postfix(loss_D=f"{row['loss_D']:.3f}", loss_G=_fmt(row["loss_G"]), D_x=f"{row['D_x']:.2f}")
                         if self.eval_every > 0 and self.step % self.eval_every == 0:
-                            self.evaluate()
-                        if interrupted.hit:
+                            self._on_rank0("the evaluation", self.evaluate)
+                        if self._interrupt_hit():
                             bar.close()
                             log_file.flush()
                             interrupted.doing("save", self.step)
-                            path = self.save_checkpoint()
+                            path = self._on_rank0("the checkpoint", self.save_checkpoint)
                             self.log(f"\ninterrupted at step {self.step}: checkpoint written to {path}; resume with --resume")
-                            raise KeyboardInterrupt
+                            raise self._stop_exception()
                         if c.dry_run or (c.max_steps is not None and self.step >= c.max_steps):
                             stop = True
                             break
@@ -727,17 +857,65 @@ class Trainer:
                         self._end_of_epoch(log_file, self.epoch + 1, steps_per_epoch)
                     if stop:
                         break
-                    if interrupted.hit and self.epoch < c.niter:  # the end-of-epoch checkpoint is written
+                    if self._interrupt_hit() and self.epoch < c.niter:  # the end-of-epoch checkpoint is written
                         self.log(f"\ninterrupted at step {self.step}: checkpoint written to {self.checkpoint_path}; "
                                  "resume with --resume")
-                        raise KeyboardInterrupt
+                        raise self._stop_exception()
         finally:
             bar.close()  # a bar cut short by an error ends its line before the message
             log_file.close()
         return self
 
+    def _interrupt_hit(self):
+        """Whether Ctrl-C asked to stop; distributed, what every rank agreed at the last step (a
+        signal arriving between two steps on one rank only must not make it leave the others)."""
+        if self.comm is None:
+            return self._interrupt.hit
+        return self._stop_agreed
+
+    def _stop_exception(self):
+        exc = KeyboardInterrupt()
+        if self.comm is not None:
+            exc.pygan_collective = True
+        return exc
+
+    def _replica_tensors(self):
+        """The tensors every rank must hold bit-identically: the parameters of G, D (and G_ema)."""
+        models = (("G", self.G), ("D", self.D)) + ((("G_ema", self.G_ema),) if self.G_ema is not None else ())
+        return [(f"{prefix}.{name}", p.data) for prefix, m in models for name, p in m.named_parameters()]
+
+    def _on_rank0(self, what, fn):
+        """fn() on the writing rank. Distributed: first every rank checks that the replicas are
+        identical (a checksum), then rank 0 runs fn (a checkpoint, grid, evaluation) and every rank
+        learns whether it failed, so all stop together; returns fn's result on rank 0."""
+        if self.comm is None:
+            return fn()
+        from . import distributed
+
+        try:
+            distributed.check_replicas(self.comm, self._replica_tensors(), f"step {self.step}")
+        except distributed.DistributedError as exc:
+            raise distributed.collective(exc) from None
+        error = result = None
+        if self.rank == 0:
+            try:
+                result = fn()
+            except BaseException as exc:  # noqa: BLE001 -- the other ranks must learn of it
+                error = exc
+        summary = self.comm.bcast_object(None if error is None else distributed.error_summary(error),
+                                         what=f"rank 0's {what} at step {self.step}")
+        if error is not None:
+            raise distributed.collective(error)
+        if summary is not None:
+            raise distributed.collective(distributed.PeerFailed(summary["message"], summary["status"]))
+        return result
+
     def _end_of_epoch(self, log_file, epoch, steps_per_epoch):
-        """Grid, plot, evaluation and checkpoint for `epoch` (1-based), complete or cut short."""
+        """Grid, plot, evaluation and checkpoint for `epoch` (1-based), complete or cut short
+        (written by rank 0 alone when distributed)."""
+        self._on_rank0("end of epoch", lambda: self._write_epoch(log_file, epoch, steps_per_epoch))
+
+    def _write_epoch(self, log_file, epoch, steps_per_epoch):
         log_file.flush()
         grid = self.write_grid(epoch)
         self.write_plot()
@@ -796,6 +974,10 @@ class Trainer:
                      f"precision {r['precision']:.3f}, recall {r['recall']:.3f}, coverage {r['coverage']:.3f}{extra} "
                      f"(n={r['n']}){note if r is result else ''}")
         return result
+
+
+def _quiet(*args, **kwargs):
+    """The log of a rank other than 0: it says nothing (rank 0 speaks for the job)."""
 
 
 def _append_csv_row(path, fields, row):

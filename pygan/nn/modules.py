@@ -267,6 +267,7 @@ class BatchNorm2d(Module):
             self.register_buffer("num_batches_tracked", Tensor(np.zeros((), dtype=np.int64)))
         else:
             self.running_mean = self.running_var = self.num_batches_tracked = None
+        self.process_group = None  # a pygan.distributed communicator: sync-BN over its ranks while training
 
     def forward(self, x):
         if isinstance(x, Tensor) and x.ndim != 4:
@@ -274,6 +275,12 @@ class BatchNorm2d(Module):
         use_batch_stats = self.training or not self.track_running_stats
         if self.training and self.track_running_stats:
             self.num_batches_tracked.data += 1
+        if self.process_group is not None and use_batch_stats:
+            from ..distributed import sync_batch_norm
+
+            return sync_batch_norm(x, self.running_mean if self.track_running_stats else None,
+                                   self.running_var if self.track_running_stats else None,
+                                   self.weight, self.bias, self.momentum, self.eps, self.process_group)
         return F.batch_norm(x, self.running_mean if self.track_running_stats else None,
                             self.running_var if self.track_running_stats else None,
                             self.weight, self.bias, use_batch_stats, self.momentum, self.eps)
