@@ -21,7 +21,7 @@ BUILD_CONFIG = python=$$($(PYTHON) -c "import sys; print(sys.executable)" 2>/dev
 comma := ,
 IMPORT_CHECK = import pygan._C$(if $(filter 1 on ON On true True TRUE yes Yes YES,$(strip $(PYGAN_NO_EMULATION))),,$(comma) pygan._emu)
 
-.PHONY: setup setup-check setup-data setup-cupy test demo clean
+.PHONY: setup setup-check setup-data setup-cupy setup-mpi test demo clean
 
 setup: setup-data
 	@if $(MAKE) -s --no-print-directory setup-check; then \
@@ -38,6 +38,7 @@ setup: setup-data
 	  $(PYTHON) -c "$(IMPORT_CHECK)" && echo "$(BUILD_CONFIG)" > $(STAMP) && echo "pygan installed"; \
 	fi
 	@$(MAKE) -s --no-print-directory setup-cupy
+	@$(MAKE) -s --no-print-directory setup-mpi
 
 # Exit 0 when the stamp is newer than every build input, records the same build options, and the
 # native modules import; 1 otherwise.
@@ -55,6 +56,10 @@ setup-data:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) \
 	    || echo "warning: could not install dataset-fashion-mnist; continuing"; \
 	fi
+
+# mpi4py and an MPI launcher for data-parallel training (a quick no-op when there): scripts/setup_mpi.sh.
+setup-mpi:
+	@PYTHON="$(PYTHON)" scripts/setup_mpi.sh
 
 # CuPy, on a machine whose nvidia-smi sees a GPU (a no-op elsewhere): scripts/setup_cupy.sh.
 setup-cupy:
