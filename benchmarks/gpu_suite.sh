@@ -186,6 +186,28 @@ end_to_end() {
   fi
 }
 
+# Data parallelism through NCCL with the one GPU at hand: `--distributed` makes one rank whose
+# gradients and sync-BN statistics go through cupy.cuda.nccl (all-reduce over one GPU, on CuPy's
+# stream); its weights must equal a plain run's (float32 tolerance). Needs NCCL in CuPy (the
+# nvidia-nccl-cu* wheel); when it is missing this section fails with that message and the suite goes on.
+nccl_smoke() {
+  local args=(--dataset fake --nc 1 --fake-size 256 --batchSize 32 --ngf 16 --ndf 16 --max-steps 6 --device cuda
+              --manualSeed 3 --no-progress)
+  "$PY" -c "from cupy.cuda import nccl; print('NCCL available:', getattr(nccl, 'available', '?'), nccl.get_version())" &&
+  "$PY" -m pygan train "${args[@]}" --outf "$OUT/nccl_plain" &&
+  "$PY" -m pygan train "${args[@]}" --distributed --sync-bn --outf "$OUT/nccl_one_rank" &&
+  "$PY" - "$OUT/nccl_plain/checkpoint.safetensors" "$OUT/nccl_one_rank/checkpoint.safetensors" <<'PY'
+import sys
+import numpy as np
+from pygan import checkpoint
+a, _ = checkpoint.load(sys.argv[1])
+b, meta = checkpoint.load(sys.argv[2])
+worst = max(float(np.abs(a[k].astype(np.float64) - b[k]).max()) for k in a if k.startswith(("G.", "D.")) and a[k].size)
+print(f"1-rank NCCL run vs plain run: max |difference| of G and D weights {worst:.3g} (world_size {meta['world_size']})")
+sys.exit(0 if worst < 1e-4 else 1)
+PY
+}
+
 write_report
 section build 900 build
 section cuda_available 120 check_cuda
@@ -194,6 +216,7 @@ EMU_TESTS=$(ls tests/test_emulated*.py tests/test_ops_parity.py 2>/dev/null | tr
 # shellcheck disable=SC2086
 section pytest_emulation 900 "$PY" -m pytest -q -rfEs $EMU_TESTS
 section end_to_end 600 end_to_end
+section nccl_smoke 300 nccl_smoke
 if [ "${SUITE_FULL_TESTS:-0}" = 1 ]; then
   section pytest_full 2400 "$PY" -m pytest -q -rfEs -m "not cuda and not slow" tests
 fi
