@@ -282,6 +282,8 @@ class NCCLComm(Communicator):
         with self.watch("NCCL initialisation"):
             self.comm = nccl.NcclCommunicator(self.size, uid, self.rank)
         self._types = {np.dtype(np.float32): nccl.NCCL_FLOAT32, np.dtype(np.float64): nccl.NCCL_FLOAT64}
+        if hasattr(nccl, "NCCL_INT64"):  # BatchNorm's num_batches_tracked, in the start-up broadcast
+            self._types[np.dtype(np.int64)] = nccl.NCCL_INT64
 
     def _expired(self):
         self.host._expired()
