@@ -87,49 +87,106 @@ def _torch_step_fn(image_size, nc, batch, device):
     return step
 
 
-def time_train_step(image_size=32, nc=1, batch=64, device="cpu", repeats=10, warmup=2, with_torch=False):
-    """Median seconds per step for pygan (and PyTorch), timed in interleaved rounds."""
+def _quartiles(values):
+    q = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
+    return q[0], q[2]
+
+
+def time_train_step(image_size=32, nc=1, batch=64, device="cpu", repeats=10, warmup=2, with_torch=False,
+                    cpu_backends=None):
+    """Median seconds per step for pygan (and PyTorch), timed in interleaved rounds.
+
+    cpu_backends: on the CPU, the pygan backends to time ("numba", "reference"; default: the one
+    in effect, pygan.ops.cpu_backend()); the first is reported as "pygan", the others as
+    "pygan_<name>". Each round runs every contender once, in turn; ratios are the medians of the
+    per-round ratios (so a load change between rounds hits both sides), with their quartiles.
+    Process CPU time per step (all threads) is reported too: under contention from other jobs it
+    is the steadier measure of work."""
+    from . import ops
     from .autograd import normalise_device
 
     device = normalise_device(device)
-    fns = {"pygan": _pygan_step_fn(image_size, nc, batch, device)}
+    if device != "cpu" or not cpu_backends:
+        cpu_backends = [None]
+    contenders = {}
+    for k, name in enumerate(cpu_backends):
+        if name is not None:
+            ops.set_cpu_backend(name)
+        key = "pygan" if k == 0 else f"pygan_{name}"
+        contenders[key] = (_pygan_step_fn(image_size, nc, batch, device), name)
     if with_torch:
         try:
-            fns["torch"] = _torch_step_fn(image_size, nc, batch, device)
+            contenders["torch"] = (_torch_step_fn(image_size, nc, batch, device), None)
         except ImportError:
-            fns["torch"] = None
-    times = {name: [] for name, fn in fns.items() if fn is not None}
-    for name in times:
+            contenders["torch"] = (None, None)
+    live = {key: v for key, v in contenders.items() if v[0] is not None}
+    wall = {key: [] for key in live}
+    cpu = {key: [] for key in live}
+
+    def run(key):
+        fn, name = live[key]
+        if name is not None:
+            ops.set_cpu_backend(name)
+        t0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        return time.perf_counter() - t0, time.process_time() - c0
+
+    for key in live:
         for _ in range(warmup):
-            fns[name]()
+            run(key)
     for _ in range(repeats):
-        for name in times:
-            t0 = time.perf_counter()
-            fns[name]()
-            times[name].append(time.perf_counter() - t0)
+        for key in live:
+            w, c = run(key)
+            wall[key].append(w)
+            cpu[key].append(c)
+    if cpu_backends[0] is not None:
+        ops.set_cpu_backend(cpu_backends[0])
     result = {
         "shape": f"{nc}x{image_size}x{image_size} batch {batch}",
         "device": device,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "repeats": repeats,
-        "pygan_ms": 1e3 * statistics.median(times["pygan"]),
+        "cpu_backend": getattr(ops.cpu_backend(), "__name__", "").rsplit(".", 1)[-1] if device == "cpu" else None,
     }
-    if "torch" in times:
+    for key in live:
+        result[f"{key}_ms"] = 1e3 * statistics.median(wall[key])
+        result[f"{key}_ms_quartiles"] = [1e3 * q for q in _quartiles(wall[key])]
+        result[f"{key}_cpu_ms"] = 1e3 * statistics.median(cpu[key])
+    for key in live:
+        if key == "pygan":
+            continue
+        base = "torch" if key == "torch" else key
+        ratios = [a / b for a, b in zip(wall["pygan"], wall[base])]
+        cpu_ratios = [a / b for a, b in zip(cpu["pygan"], cpu[base])]
+        tag = "ratio" if key == "torch" else f"ratio_vs_{key[len('pygan_'):]}"
+        result[tag] = statistics.median(ratios)
+        result[f"{tag}_quartiles"] = list(_quartiles(ratios))
+        result[f"{tag}_cpu_time"] = statistics.median(cpu_ratios)
+    if "torch" in live:
         import torch
 
-        result["torch_ms"] = 1e3 * statistics.median(times["torch"])
-        result["ratio"] = result["pygan_ms"] / result["torch_ms"]
         result["torch_version"] = torch.__version__
         result["torch_threads"] = torch.get_num_threads()
     elif with_torch:
         result["torch_ms"] = None
+    if device == "cpu" and result["cpu_backend"] == "cpu":
+        result["cpu_setup"] = ops.cpu_backend().setup()
     return result
 
 
 def format_results(r):
-    line = f"D+G step {r['shape']} on {r['device']}: pygan {r['pygan_ms']:.1f} ms"
+    backend = f" [{r['cpu_backend']}]" if r.get("cpu_backend") else ""
+    line = f"D+G step {r['shape']} on {r['device']}{backend}: pygan {r['pygan_ms']:.1f} ms"
+    for key in r:
+        if key.startswith("ratio_vs_") and not key.endswith(("_quartiles", "_cpu_time")):
+            name = key[len("ratio_vs_"):]
+            lo, hi = r[f"{key}_quartiles"]
+            line += (f", pygan[{name}] {r[f'pygan_{name}_ms']:.1f} ms (pygan/{name} {r[key]:.2f}x, "
+                     f"quartiles {lo:.2f}-{hi:.2f}, CPU time {r[key + '_cpu_time']:.2f}x)")
     if r.get("torch_ms"):
-        line += f", PyTorch {r['torch_version']} {r['torch_ms']:.1f} ms, ratio pygan/PyTorch {r['ratio']:.2f}x"
+        lo, hi = r["ratio_quartiles"]
+        line += (f", PyTorch {r['torch_version']} ({r['torch_threads']} threads) {r['torch_ms']:.1f} ms, "
+                 f"ratio pygan/PyTorch {r['ratio']:.2f}x (quartiles {lo:.2f}-{hi:.2f}; CPU time {r['ratio_cpu_time']:.2f}x)")
     elif "torch_ms" in r:
         line += " (PyTorch not installed: no ratio)"
-    return line + f" (median of {r['repeats']})"
+    return line + f" (median of {r['repeats']} interleaved rounds)"
