@@ -4,6 +4,7 @@
 // The launcher packs up to kMaxTensors tensors into a struct passed by value as a kernel argument
 // (no device allocation); the grid is flattened over (tensor, chunk of kChunk elements): block b
 // finds its tensor from the prefix sums of chunk counts. More tensors -> a few more launches.
+// That plumbing is csrc/multi_tensor.cuh, shared with rmsprop.cu.
 //
 // Variants:
 //   1: multi-tensor, scalar loads (a plain port of the reference)
@@ -13,6 +14,7 @@
 
 #include "common.cuh"
 #include "launchers.h"
+#include "multi_tensor.cuh"
 
 namespace pygan {
 namespace {
@@ -21,12 +23,7 @@ constexpr int kMaxTensors = 32;  // 32 * 40 + 33 * 4 bytes: far below the 4 KB k
 constexpr int kBlock = 256;
 constexpr int kChunk = kBlock * 8;  // elements per block; a multiple of 4
 
-struct Batch {
-  AdamTensor t[kMaxTensors];
-  int block_start[kMaxTensors + 1];  // prefix sums of chunk counts
-  int vec4[kMaxTensors];             // variant 2: 1 when all four pointers are 16-byte aligned
-  int count;
-};
+using Batch = TensorBatch<AdamTensor, kMaxTensors>;
 
 struct Hyper {
   float beta1, one_minus_beta1, beta2, one_minus_beta2, step_size, bc2_sqrt, eps, weight_decay;
@@ -48,19 +45,12 @@ __device__ __forceinline__ void update_at(const AdamTensor& a, std::int64_t i, c
   a.exp_avg_sq[i] = v;
 }
 
-// Which tensor and which chunk of it this block owns.
-__device__ __forceinline__ int find_tensor(const Batch& b) {
-  int ti = 0;
-  while (ti + 1 < b.count && b.block_start[ti + 1] <= static_cast<int>(blockIdx.x)) ++ti;
-  return ti;
-}
-
 template <bool VEC>
 __global__ void adam_kernel(Batch batch, Hyper h) {
-  const int ti = find_tensor(batch);
+  const int ti = batch_tensor(batch);
   const AdamTensor& a = batch.t[ti];
-  const std::int64_t begin = static_cast<std::int64_t>(blockIdx.x - batch.block_start[ti]) * kChunk;
-  const std::int64_t end = begin + kChunk < a.n ? begin + kChunk : a.n;
+  std::int64_t begin, end;
+  batch_range(batch, ti, kChunk, begin, end);
   if (VEC && batch.vec4[ti]) {
     const std::int64_t end4 = begin + (end - begin) / 4 * 4;  // begin is a multiple of 4
     float4* p4 = reinterpret_cast<float4*>(a.param);
@@ -85,16 +75,6 @@ __global__ void adam_kernel(Batch batch, Hyper h) {
   }
 }
 
-void launch_batch(const Batch& batch, const Hyper& h, int variant, cudaStream_t s) {
-  const int blocks = batch.block_start[batch.count];
-  if (blocks == 0) return;
-  if (variant == 2) {
-    PYGAN_LAUNCH(adam_kernel<true>, blocks, kBlock, 0, s, batch, h);
-  } else {
-    PYGAN_LAUNCH(adam_kernel<false>, blocks, kBlock, 0, s, batch, h);
-  }
-}
-
 }  // namespace
 
 std::vector<std::string> adam_variants() {
@@ -116,25 +96,19 @@ void adam_step(const std::vector<AdamTensor>& tensors, std::int64_t step, double
   h.eps = static_cast<float>(eps);
   h.weight_decay = static_cast<float>(weight_decay);
   const cudaStream_t s = stream_from(stream);
-
-  Batch batch{};
-  const auto flush = [&] {
-    launch_batch(batch, h, variant, s);
-    batch = Batch{};
+  const auto aligned = [](const AdamTensor& a) {
+    return is_aligned(a.param, 16) && is_aligned(a.grad, 16) && is_aligned(a.exp_avg, 16) &&
+           is_aligned(a.exp_avg_sq, 16);
   };
-  for (const AdamTensor& a : tensors) {
-    if (a.n <= 0) continue;
-    const std::int64_t chunks = ceil_div<std::int64_t>(a.n, kChunk);
-    if (chunks > (std::int64_t{1} << 30))
-      throw std::invalid_argument("adam_step: a tensor has too many elements");
-    if (batch.count == kMaxTensors || batch.block_start[batch.count] + chunks > (std::int64_t{1} << 30)) flush();
-    const int k = batch.count++;
-    batch.t[k] = a;
-    batch.vec4[k] = is_aligned(a.param, 16) && is_aligned(a.grad, 16) && is_aligned(a.exp_avg, 16) &&
-                    is_aligned(a.exp_avg_sq, 16);
-    batch.block_start[k + 1] = batch.block_start[k] + static_cast<int>(chunks);
-  }
-  flush();
+  const auto launch = [&](const Batch& batch) {
+    const int blocks = batch.block_start[batch.count];
+    if (variant == 2) {
+      PYGAN_LAUNCH(adam_kernel<true>, blocks, kBlock, 0, s, batch, h);
+    } else {
+      PYGAN_LAUNCH(adam_kernel<false>, blocks, kBlock, 0, s, batch, h);
+    }
+  };
+  for_each_batch<kMaxTensors>(tensors, kChunk, aligned, launch, "adam_step");
 }
 
 }  // namespace pygan

@@ -249,6 +249,18 @@ void def_activation(py::module_& m, const char* name, int act, bool has_slope) {
 #endif
 // ---- end issue 6 --------------------------------------------------------------------------------
 
+// ---- issue 12: class embedding bindings (csrc/bindings_embedding.h) ------------------------------
+#ifdef PYGAN_HAVE_KERNELS
+#include "bindings_embedding.h"
+#endif
+// ---- end issue 12 -------------------------------------------------------------------------------
+
+// ---- issue 11: group norm and RMSprop bindings (csrc/bindings_norm.h) -----------------------------
+#ifdef PYGAN_HAVE_KERNELS
+#include "bindings_norm.h"
+#endif
+// ---- end issue 11 -------------------------------------------------------------------------------
+
 PYBIND11_MODULE(PYGAN_MODULE_NAME, m) {
   m.doc() = kEmulation ? "pygan host-emulation test module: the CUDA kernels compiled for the CPU (numpy arrays)"
                        : "pygan native extension: CUDA kernels and their host launchers";
@@ -359,6 +371,8 @@ PYBIND11_MODULE(PYGAN_MODULE_NAME, m) {
       "One torch.optim.Adam step, in place, over every (param, grad, exp_avg, exp_avg_sq) at once.");
   def_conv_batchnorm(m, variants);  // issue 5: conv2d.cu, batchnorm.cu (csrc/bindings_conv_bn.h)
   def_pool_softmax(m, variants);  // issue 6: pool.cu, softmax CE in loss.cu (csrc/bindings_pool_softmax.h)
+  def_embedding(m, variants);  // issue 12: embedding.cu (csrc/bindings_embedding.h)
+  def_norm(m, variants);  // issue 11: groupnorm.cu, rmsprop.cu (csrc/bindings_norm.h)
 #endif  // PYGAN_HAVE_KERNELS
   m.def(
       "variants", [variants]() { return variants; },

@@ -127,3 +127,52 @@ void softmax_cross_entropy_backward(const float* logits, const std::int64_t* lab
 
 }  // namespace pygan
 // ==== end issue 6 =================================================================================
+
+// ==== issue 12: class embedding (csrc/embedding.cu) ===============================================
+namespace pygan {
+
+// weight (num_classes, dim), indices (n,) int64 (any index shape, flattened), y / dy (n, dim),
+// dweight (num_classes, dim). An index outside [0, num_classes) is never used as an address: its
+// y row is NaN in the forward, and it makes all of dweight NaN in the backward. The registry
+// (pygan.ops) rejects such indices for numpy arrays only (no device-to-host sync on CuPy ones).
+std::vector<std::string> embedding_variants();
+// y[i, :] = weight[indices[i], :].
+void embedding_forward(const float* weight, const std::int64_t* indices, float* y, std::int64_t n,
+                       std::int64_t num_classes, std::int64_t dim, int variant, std::uintptr_t stream);
+// dweight[c, :] = sum of dy[i, :] over i with indices[i] == c (every element written; 0 for an
+// unnamed class). Variant 1 uses atomics (not bitwise reproducible); variant 2 is deterministic.
+void embedding_backward(const float* dy, const std::int64_t* indices, float* dweight, std::int64_t n,
+                        std::int64_t num_classes, std::int64_t dim, int variant, std::uintptr_t stream);
+
+}  // namespace pygan
+// ==== end issue 12 ================================================================================
+
+// ==== issue 11: group norm (csrc/groupnorm.cu) and RMSprop (csrc/rmsprop.cu) ====================
+namespace pygan {
+
+std::vector<std::string> group_norm_variants();
+// x, y (n, c, m) with m >= 1; groups >= 1 divides c; gamma, beta (c,) or null; mean, rstd (n, groups)
+// outputs: statistics over each group's (c / groups) * m values, biased variance.
+void group_norm_forward(const float* x, const float* gamma, const float* beta, float* y, float* mean, float* rstd,
+                        std::int64_t n, std::int64_t c, std::int64_t m, std::int64_t groups, float eps, int variant,
+                        std::uintptr_t stream);
+// dx from dy; dgamma, dbeta (c,) written when non-null (zeros for n == 0). Deterministic.
+void group_norm_backward(const float* x, const float* gamma, const float* dy, const float* mean, const float* rstd,
+                         float* dx, float* dgamma, float* dbeta, std::int64_t n, std::int64_t c, std::int64_t m,
+                         std::int64_t groups, int variant, std::uintptr_t stream);
+
+struct RmspropTensor {
+  float* param;
+  const float* grad;
+  float* square_avg;
+  float* momentum_buffer;  // null unless momentum > 0
+  float* grad_avg;         // null unless centered
+  std::int64_t n;
+};
+std::vector<std::string> rmsprop_variants();
+// One torch.optim.RMSprop step over every tensor (a few launches for many tensors, not one each).
+void rmsprop_step(const std::vector<RmspropTensor>& tensors, double lr, double alpha, double eps, double weight_decay,
+                  double momentum, bool centered, int variant, std::uintptr_t stream);
+
+}  // namespace pygan
+// ==== end issue 11 ================================================================================

@@ -7,7 +7,7 @@ reverse-mode autograd and Adam; names follow PyTorch's.
 import numpy as np
 
 from . import models, nn, ops, optim
-from .autograd import Tensor, is_grad_enabled, no_grad, normalise_device, to_device
+from .autograd import Tensor, enable_grad, grad, is_grad_enabled, no_grad, normalise_device, to_device
 from .backend import cuda_available, cuda_compiled
 from .random import get_rng_state, manual_seed, set_rng_state
 
@@ -106,6 +106,6 @@ def cat(tensors, dim=0):
 
 __all__ = [
     "Tensor", "tensor", "randn", "rand", "zeros", "ones", "full", "zeros_like", "ones_like", "full_like", "cat",
-    "no_grad", "is_grad_enabled", "manual_seed", "get_rng_state", "set_rng_state",
+    "no_grad", "enable_grad", "grad", "is_grad_enabled", "manual_seed", "get_rng_state", "set_rng_state",
     "cuda_available", "cuda_compiled", "models", "nn", "ops", "optim", "float32", "float64",
 ]

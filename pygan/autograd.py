@@ -4,8 +4,15 @@ A Tensor wraps an array (numpy on the CPU, CuPy on the GPU). Every differentiabl
 Function: its forward takes and returns raw arrays and saves what its backward needs; calling it on
 Tensors records the Function as the `grad_fn` of its outputs. `Tensor.backward()` sorts the
 recorded graph topologically and runs each Function's backward once, accumulating gradients with
-`+` (a tensor used twice, like D applied to real and fake images, gets the sum). Backward works on
-raw arrays, so gradients are first-order only.
+`+` (a tensor used twice, like D applied to real and fake images, gets the sum).
+
+Two paths share one graph walk (`_run_backward`). The first-order path, used by every training step,
+calls `Function.backward(*arrays)` on raw arrays: no graph is built, nothing is wrapped. With
+`create_graph=True` (`Tensor.backward(create_graph=True)`, `grad(..., create_graph=True)`) it calls
+`Function.backward_graph(*tensors)` instead, which builds each gradient from differentiable
+Functions, so the gradient has a graph of its own and can be differentiated again (WGAN-GP's
+gradient penalty, R1). A Function without a backward_graph raises NotImplementedError naming
+itself when create_graph reaches it: never a silently missing second derivative.
 """
 
 import contextlib
@@ -20,6 +27,17 @@ def no_grad():
     """Inside this block operations build no graph (sampling, evaluation, optimiser updates)."""
     global _grad_enabled
     previous, _grad_enabled = _grad_enabled, False
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+@contextlib.contextmanager
+def enable_grad():
+    """Inside this block operations build a graph again, even within no_grad()."""
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, True
     try:
         yield
     finally:
@@ -169,33 +187,152 @@ class Tensor:
         return f"tensor({body}{dev}{extra})"
 
     # -- autograd ----------------------------------------------------------------------------
-    def backward(self, gradient=None, retain_graph=False):
-        """Accumulate d(self)/d(leaf) into every leaf's .grad that requires a gradient."""
+    def backward(self, gradient=None, retain_graph=None, create_graph=False):
+        """Accumulate d(self)/d(leaf) into every leaf's .grad that requires a gradient.
+
+        `gradient` is d(loss)/d(self) (needed unless self has one element). With create_graph the
+        accumulated .grad Tensors carry a graph and can be differentiated again. retain_graph
+        (default: create_graph, PyTorch's rule) keeps the graph for another backward.
+        """
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad (did you build it under no_grad()?)")
-        xp = array_module(self.data)
-        if gradient is None:
-            if self.data.size != 1:
-                raise ValueError(f"backward() without a gradient needs a scalar output, got shape {self.shape}")
-            gradient = xp.ones_like(self.data)
-        else:
-            gradient = gradient.data if isinstance(gradient, Tensor) else gradient
-            if device_of(gradient) != self.device:
-                raise ValueError(f"backward(): gradient is on {device_of(gradient)} but the tensor is on {self.device}")
-            if tuple(gradient.shape) != self.shape:
-                raise ValueError(f"backward(): gradient has shape {tuple(gradient.shape)}, expected {self.shape}")
-        if self.grad_fn is None:
-            _accumulate_leaf(self, gradient)
-            return
+        seed = _seed(self, gradient, create_graph, "backward()")
+        if retain_graph is None:
+            retain_graph = create_graph
+        _run_backward([self], [seed], retain_graph, create_graph)
 
-        grads = {id(self): gradient}
-        for fn in _topological_order(self.grad_fn):
-            outs = [ref for ref in fn.outputs]
+
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False, allow_unused=False):
+    """The gradients of `outputs` with respect to `inputs`, as a tuple of Tensors (torch.autograd.grad).
+
+    outputs, inputs: a Tensor or a sequence of Tensors; grad_outputs: d(loss)/d(output) for each
+    output (a Tensor, an array, or None for a one-element output: ones). The inputs' .grad are
+    left alone. With create_graph=True the results carry a graph of their own and can be
+    differentiated again (gradient penalties). retain_graph defaults to create_graph. An input the
+    outputs do not depend on is an error unless allow_unused, which gives None for it.
+    """
+    outputs = _tensor_tuple(outputs, "outputs")
+    inputs = _tensor_tuple(inputs, "inputs")
+    if grad_outputs is None or isinstance(grad_outputs, Tensor) or _is_array(grad_outputs):
+        grad_outputs = (grad_outputs,) * len(outputs) if grad_outputs is None else (grad_outputs,)
+    grad_outputs = tuple(grad_outputs)
+    if len(grad_outputs) != len(outputs):
+        raise ValueError(f"grad(): {len(outputs)} outputs but {len(grad_outputs)} grad_outputs")
+    for i, out in enumerate(outputs):
+        if not out.requires_grad:
+            raise RuntimeError(f"grad(): outputs[{i}] does not require grad (was it built under no_grad(), or from "
+                               "tensors that do not require grad?)")
+    for i, x in enumerate(inputs):
+        if not x.requires_grad:
+            raise RuntimeError(f"grad(): inputs[{i}] (shape {x.shape}) does not require grad")
+    seeds = [_seed(out, g, create_graph, f"grad(): outputs[{i}]") for i, (out, g) in enumerate(zip(outputs, grad_outputs))]
+    if retain_graph is None:
+        retain_graph = create_graph
+    targets = {id(x): x for x in inputs}
+    found = _run_backward(outputs, seeds, retain_graph, create_graph, targets)
+    result = []
+    for i, x in enumerate(inputs):
+        g = found.get(id(x))
+        if g is None:
+            if not allow_unused:
+                raise RuntimeError(f"grad(): inputs[{i}] (shape {x.shape}) was not reached from the outputs: "
+                                   "the outputs do not depend on it (pass allow_unused=True to get None for it)")
+            result.append(None)
+            continue
+        if not create_graph:
+            g = Tensor(g.copy())
+        elif tuple(g.shape) != x.shape:
+            g = SumTo(x.shape)(g)
+        result.append(g)
+    return tuple(result)
+
+
+def _is_array(a):
+    return isinstance(a, np.ndarray) or is_cupy_array(a)
+
+
+def _tensor_tuple(value, name):
+    items = (value,) if isinstance(value, Tensor) else tuple(value)
+    if not items:
+        raise ValueError(f"grad(): {name} is empty")
+    for i, t in enumerate(items):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"grad(): {name}[{i}] must be a Tensor, got {type(t).__name__}")
+    return items
+
+
+def _seed(out, gradient, create_graph, where):
+    """d(loss)/d(out) to start the walk: an array on the first-order path, a Tensor with create_graph."""
+    if gradient is None:
+        if out.data.size != 1:
+            raise ValueError(f"{where} without a gradient needs a scalar output, got shape {out.shape}; "
+                             "pass the gradient of the loss with respect to it")
+        g = array_module(out.data).ones_like(out.data)
+        return Tensor(g) if create_graph else g
+    data = gradient.data if isinstance(gradient, Tensor) else gradient
+    if not _is_array(data):
+        raise TypeError(f"{where}: gradient must be a Tensor or an array, got {type(gradient).__name__}")
+    if device_of(data) != out.device:
+        raise ValueError(f"{where}: gradient is on {device_of(data)} but the tensor is on {out.device}")
+    if tuple(data.shape) != out.shape:
+        raise ValueError(f"{where}: gradient has shape {tuple(data.shape)}, expected {out.shape}")
+    if create_graph:
+        return gradient if isinstance(gradient, Tensor) else Tensor(data)
+    return data
+
+
+def _run_backward(roots, seeds, retain_graph, create_graph, targets=None):
+    """The one graph walk behind backward() and grad().
+
+    targets None (backward()): accumulate into the .grad of every leaf that requires grad.
+    targets {id: Tensor} (grad()): return {id: gradient} for those tensors and touch no .grad; only
+    the Functions on a path to a target run. Gradients are arrays, or Tensors with create_graph.
+    """
+    grads = {}
+    for root, seed in zip(roots, seeds):
+        key = id(root)
+        grads[key] = seed if key not in grads else grads[key] + seed
+    found = {} if targets is not None else None
+
+    def deliver(x, g):  # x is a leaf
+        if found is None:
+            (_accumulate_leaf_graph if create_graph else _accumulate_leaf)(x, g)
+        elif id(x) in targets:
+            found[id(x)] = g if id(x) not in found else found[id(x)] + g
+
+    for root in roots:
+        if root.grad_fn is None:
+            g = grads.pop(id(root), None)
+            if g is not None:
+                deliver(root, g)
+    root_fns = [r.grad_fn for r in roots if r.grad_fn is not None]
+    if not root_fns:
+        return found
+    order = _topological_order(root_fns)
+    useful = None if targets is None else _functions_reaching(order, targets)
+    with (enable_grad() if create_graph else contextlib.nullcontext()):
+        for fn in order:
+            outs = fn.outputs
             gys = [grads.pop(id(o), None) for o in outs]
+            if targets is not None:
+                for o, g in zip(outs, gys):
+                    if g is not None and id(o) in targets:
+                        found[id(o)] = g
+                if id(fn) not in useful:
+                    continue
             if all(g is None for g in gys):
                 continue
-            gys = [xp.zeros_like(o.data) if g is None else g for g, o in zip(gys, outs)]
-            gxs = fn.backward(*gys)
+            if create_graph:
+                gys = [Tensor(array_module(o.data).zeros_like(o.data)) if g is None else g for g, o in zip(gys, outs)]
+                fn.grad_mask = (
+                    fn.needs_input_grad if targets is None else
+                    tuple(_reaches(x, targets, useful) for x in fn.inputs)
+                )
+                gxs = fn.backward_graph(*gys)
+            else:
+                if any(g is None for g in gys):
+                    gys = [array_module(o.data).zeros_like(o.data) if g is None else g for g, o in zip(gys, outs)]
+                gxs = fn.backward(*gys)
             if not isinstance(gxs, tuple):
                 gxs = (gxs,)
             if len(gxs) != len(fn.inputs):
@@ -203,13 +340,31 @@ class Tensor:
             for x, gx in zip(fn.inputs, gxs):
                 if gx is None or not isinstance(x, Tensor) or not x.requires_grad:
                     continue
+                if create_graph and not isinstance(gx, Tensor):
+                    raise TypeError(f"{type(fn).__name__}.backward_graph returned a {type(gx).__name__}, not a Tensor")
                 if x.grad_fn is None:
-                    _accumulate_leaf(x, gx)
-                else:
+                    deliver(x, gx)
+                elif targets is None or id(x) in targets or id(x.grad_fn) in useful:
                     key = id(x)
                     grads[key] = gx if key not in grads else grads[key] + gx
             if not retain_graph:
                 fn.release()
+    return found
+
+
+def _reaches(x, targets, useful):
+    """Whether the gradient of input x is wanted by grad(): x is a target or leads to one."""
+    return isinstance(x, Tensor) and x.requires_grad and (
+        id(x) in targets or (x.grad_fn is not None and id(x.grad_fn) in useful))
+
+
+def _functions_reaching(order, targets):
+    """ids of the Functions in `order` with an input on a path to a target (those grad() must run)."""
+    useful = set()
+    for fn in reversed(order):  # the functions making a Function's inputs come first
+        if any(_reaches(x, targets, useful) for x in fn.inputs):
+            useful.add(id(fn))
+    return useful
 
 
 def _accumulate_leaf(x, g):
@@ -220,9 +375,19 @@ def _accumulate_leaf(x, g):
     x.grad = Tensor(g.copy() if x.grad is None else x.grad.data + g)
 
 
-def _topological_order(root_fn):
+def _accumulate_leaf_graph(x, g):
+    """create_graph: .grad becomes (or grows by) a Tensor with a graph."""
+    if tuple(g.shape) != x.shape:
+        g = SumTo(x.shape)(g)
+    x.grad = g if x.grad is None else x.grad + g
+
+
+def _topological_order(root_fns):
     """Functions ordered so that each one comes before the functions that made its inputs."""
-    order, visited, stack = [], set(), [(root_fn, False)]
+    if isinstance(root_fns, Function):
+        root_fns = [root_fns]
+    order, visited = [], set()
+    stack = [(fn, False) for fn in reversed(root_fns)]
     while stack:
         fn, expanded = stack.pop()
         if expanded:
@@ -233,7 +398,10 @@ def _topological_order(root_fn):
         visited.add(id(fn))
         stack.append((fn, True))
         if fn.inputs is None:
-            raise RuntimeError("backward through a graph a second time; use backward(retain_graph=True) the first time")
+            raise RuntimeError(
+                f"backward through a graph a second time ({type(fn).__name__}'s saved values were freed); "
+                "use retain_graph=True the first time"
+            )
         for x in fn.inputs:
             if isinstance(x, Tensor) and x.grad_fn is not None and id(x.grad_fn) not in visited:
                 stack.append((x.grad_fn, False))
@@ -242,11 +410,19 @@ def _topological_order(root_fn):
 
 
 class Function:
-    """One differentiable operation. Subclasses define forward(*arrays) and backward(*grads)."""
+    """One differentiable operation.
+
+    Subclasses define forward(*arrays) and backward(*grad_arrays) (the first-order path, on raw
+    arrays), and backward_graph(*grad_tensors), the same gradients built from differentiable
+    Functions and Tensor ops so that they can be differentiated again (create_graph=True). Inside
+    backward_graph, `self.inputs`/`self.outputs` are the Tensors of the forward call and
+    `self.needs_grad(i)` says whether input i's gradient is wanted (None may be returned otherwise).
+    """
 
     inputs = ()
     outputs = ()
     needs_input_grad = ()
+    grad_mask = None
 
     def __call__(self, *inputs):
         devices = {x.device for x in inputs if isinstance(x, Tensor)}
@@ -275,11 +451,22 @@ class Function:
             if name.startswith("saved"):
                 setattr(self, name, None)
 
+    def needs_grad(self, i):
+        """In backward_graph: whether the gradient of input i is wanted."""
+        mask = self.needs_input_grad if self.grad_mask is None else self.grad_mask
+        return bool(mask[i])
+
     def forward(self, *xs):
         raise NotImplementedError
 
     def backward(self, *gys):
         raise NotImplementedError
+
+    def backward_graph(self, *gys):
+        raise NotImplementedError(
+            f"double backward of {type(self).__name__} is not implemented: create_graph=True cannot "
+            "differentiate through it"
+        )
 
 
 # -- elementwise arithmetic with broadcasting -------------------------------------------------
@@ -305,6 +492,9 @@ class Add(Function):
     def backward(self, g):
         return _sum_to(g, self.shapes[0]), _sum_to(g, self.shapes[1])
 
+    def backward_graph(self, g):
+        return _sum_to_graph(g, self.shapes[0]), _sum_to_graph(g, self.shapes[1])
+
 
 class Sub(Function):
     def forward(self, a, b):
@@ -313,6 +503,9 @@ class Sub(Function):
 
     def backward(self, g):
         return _sum_to(g, self.shapes[0]), _sum_to(-g, self.shapes[1])
+
+    def backward_graph(self, g):
+        return _sum_to_graph(g, self.shapes[0]), _sum_to_graph(-g, self.shapes[1])
 
 
 class Mul(Function):
@@ -323,6 +516,12 @@ class Mul(Function):
     def backward(self, g):
         a, b = self.saved
         return _sum_to(g * b, a.shape), _sum_to(g * a, b.shape)
+
+    def backward_graph(self, g):
+        a, b = self.inputs
+        ga = _sum_to_graph(g * b, a.shape) if self.needs_grad(0) else None
+        gb = _sum_to_graph(g * a, b.shape) if self.needs_grad(1) else None
+        return ga, gb
 
 
 class Div(Function):
@@ -335,12 +534,21 @@ class Div(Function):
         ga = g / b
         return _sum_to(ga, a.shape), _sum_to(-ga * a / b, b.shape)
 
+    def backward_graph(self, g):
+        a, b = self.inputs
+        ga = g / b
+        gb = _sum_to_graph(-ga * a / b, b.shape) if self.needs_grad(1) else None
+        return _sum_to_graph(ga, a.shape), gb
+
 
 class Neg(Function):
     def forward(self, a):
         return -a
 
     def backward(self, g):
+        return -g
+
+    def backward_graph(self, g):
         return -g
 
 
@@ -356,6 +564,12 @@ class Pow(Function):
         a = self.saved
         return g * self.exponent * a ** (self.exponent - 1)
 
+    def backward_graph(self, g):
+        (a,) = self.inputs
+        if self.exponent == 1:
+            return g * 1.0
+        return g * (a ** (self.exponent - 1) * float(self.exponent))
+
 
 class Exp(Function):
     def forward(self, a):
@@ -364,6 +578,9 @@ class Exp(Function):
 
     def backward(self, g):
         return g * self.saved
+
+    def backward_graph(self, g):
+        return g * self.outputs[0]
 
 
 class Log(Function):
@@ -374,6 +591,9 @@ class Log(Function):
     def backward(self, g):
         return g / self.saved
 
+    def backward_graph(self, g):
+        return g / self.inputs[0]
+
 
 class Abs(Function):
     def forward(self, a):
@@ -382,6 +602,9 @@ class Abs(Function):
 
     def backward(self, g):
         return g * array_module(self.saved).sign(self.saved)
+
+    def backward_graph(self, g):
+        return g * Tensor(array_module(self.saved).sign(self.saved))  # the sign is a constant (a.e.)
 
 
 class MatMul(Function):
@@ -396,6 +619,10 @@ class MatMul(Function):
     def backward(self, g):
         a, b = self.saved
         return g @ b.T, a.T @ g
+
+    def backward_graph(self, g):
+        a, b = self.inputs
+        return (g @ b.T if self.needs_grad(0) else None), (a.T @ g if self.needs_grad(1) else None)
 
 
 def _normalise_axis(axis, ndim):
@@ -422,6 +649,11 @@ class Sum(Function):
             g = g.reshape([1 if i in self.axes else n for i, n in enumerate(self.shape)])
         return array_module(g).broadcast_to(g, self.shape).copy()
 
+    def backward_graph(self, g):
+        if not self.keepdims:
+            g = g.reshape([1 if i in self.axes else n for i, n in enumerate(self.shape)])
+        return BroadcastTo(self.shape)(g)
+
 
 class Reshape(Function):
     def __init__(self, shape):
@@ -435,6 +667,9 @@ class Reshape(Function):
             raise ValueError(f"cannot reshape a tensor of shape {a.shape} into {tuple(self.shape)}") from None
 
     def backward(self, g):
+        return g.reshape(self.in_shape)
+
+    def backward_graph(self, g):
         return g.reshape(self.in_shape)
 
 
@@ -458,6 +693,26 @@ class GetItem(Function):
             cupyx.scatter_add(gx, self.index, g)
         return gx
 
+    def backward_graph(self, g):
+        return GetItemBackward(self.index, self.in_shape)(g)
+
+
+class GetItemBackward(Function):
+    """The adjoint of indexing: g added into zeros of the indexed tensor's shape at `index`."""
+
+    def __init__(self, index, in_shape):
+        self.index, self.in_shape = index, in_shape
+
+    def forward(self, g):
+        return GetItem.backward(self, g)
+
+    def backward(self, gg):
+        out = gg[self.index]
+        return out.copy() if hasattr(out, "copy") else out
+
+    def backward_graph(self, gg):
+        return GetItem(self.index)(gg)
+
 
 class Concat(Function):
     def __init__(self, axis):
@@ -473,6 +728,72 @@ class Concat(Function):
         xp = array_module(g)
         bounds = np.cumsum(self.sizes)[:-1].tolist()
         return tuple(part.copy() for part in xp.split(g, bounds, axis=self.axis))
+
+    def backward_graph(self, g):
+        axis = self.axis % g.ndim
+        parts, start = [], 0
+        for size in self.sizes:
+            parts.append(g[(slice(None),) * axis + (slice(start, start + size),)])
+            start += size
+        return tuple(parts)
+
+
+class SumTo(Function):
+    """Sum a broadcast tensor down to `shape` (the adjoint of broadcasting)."""
+
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+
+    def forward(self, a):
+        self.in_shape = a.shape
+        return _sum_to(a, self.shape)
+
+    def backward(self, g):
+        return array_module(g).broadcast_to(g, self.in_shape).copy()
+
+    def backward_graph(self, g):
+        return BroadcastTo(self.in_shape)(g)
+
+
+class BroadcastTo(Function):
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+
+    def forward(self, a):
+        self.in_shape = a.shape
+        return array_module(a).broadcast_to(a, self.shape).copy()
+
+    def backward(self, g):
+        return _sum_to(g, self.in_shape)
+
+    def backward_graph(self, g):
+        return SumTo(self.in_shape)(g)
+
+
+class Transpose(Function):
+    """Permute the axes (a contiguous copy); default: reverse them (.T)."""
+
+    def __init__(self, axes=None):
+        self.axes = None if axes is None else tuple(axes)
+
+    def forward(self, a):
+        axes = tuple(reversed(range(a.ndim))) if self.axes is None else self.axes
+        if sorted(ax % max(a.ndim, 1) for ax in axes) != list(range(a.ndim)):
+            raise ValueError(f"permute: {axes} is not a permutation of the {a.ndim} dimensions")
+        self.inverse = tuple(np.argsort([ax % max(a.ndim, 1) for ax in axes]).tolist())
+        self.perm = axes
+        return array_module(a).ascontiguousarray(a.transpose(axes))
+
+    def backward(self, g):
+        return array_module(g).ascontiguousarray(g.transpose(self.inverse))
+
+    def backward_graph(self, g):
+        return Transpose(self.inverse)(g)
+
+
+def _sum_to_graph(g, shape):
+    """create_graph's _sum_to: g itself when it already has `shape`."""
+    return g if g.shape == tuple(shape) else SumTo(shape)(g)
 
 
 def _binary(fn_cls, a, b):
@@ -499,6 +820,24 @@ Tensor.exp = lambda self: Exp()(self)
 Tensor.log = lambda self: Log()(self)
 Tensor.abs = Tensor.__abs__
 Tensor.matmul = Tensor.__matmul__
+Tensor.T = property(lambda self: Transpose()(self))
+Tensor.t = lambda self: Transpose()(self)
+
+
+def _permute(self, *dims):
+    if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+        dims = tuple(dims[0])
+    return Transpose(dims)(self)
+
+
+def _transpose(self, dim0, dim1):
+    axes = list(range(self.ndim))
+    axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
+    return Transpose(axes)(self)
+
+
+Tensor.permute = _permute
+Tensor.transpose = _transpose
 
 
 def _pow(self, exponent):

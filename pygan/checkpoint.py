@@ -76,14 +76,38 @@ def load(path):
         tensors = st_load(blob)
     except Exception as exc:
         raise CheckpointError(f"checkpoint {path} is corrupt or not a safetensors file: {exc}") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"checkpoint {path} is corrupt: its safetensors header is {type(header).__name__}, not an object")
     info = header.get("__metadata__") or {}
-    if info.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint {path} is not a pygan checkpoint (format {info.get('format')!r}, expected {FORMAT!r})")
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        found = info.get("format") if isinstance(info, dict) else None
+        raise CheckpointError(f"checkpoint {path} is not a pygan checkpoint (format {found!r}, expected {FORMAT!r})")
     try:
         meta = json.loads(info["meta"])
     except Exception as exc:
         raise CheckpointError(f"checkpoint {path} has unreadable metadata: {exc}") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(
+            f"checkpoint {path} has bad metadata: expected a JSON object, got {_json_type(meta)}")
+    for key in META_OBJECTS:
+        if key in meta and not isinstance(meta[key], dict):
+            raise CheckpointError(
+                f"checkpoint {path} has bad metadata: {key!r} must be a JSON object, got {_json_type(meta[key])}")
     return tensors, meta
+
+
+# Entries of a checkpoint's metadata that, when present, must be JSON objects.
+META_OBJECTS = ("optG", "optD", "config", "rng_state")
+
+
+def _json_type(value):
+    """How JSON would name a parsed value's type: null, array, string, number, boolean, object."""
+    if value is None:
+        return "null"
+    for types, name in ((bool, "boolean"), (dict, "object"), (list, "array"), (str, "string"), ((int, float), "number")):
+        if isinstance(value, types):
+            return f"{name} {value!r}"[:80] if name != "object" else name
+    return type(value).__name__
 
 
 def module_tensors(prefix, module):
@@ -94,16 +118,20 @@ def load_module(prefix, module, tensors, path):
     state = {name[len(prefix) + 1 :]: a for name, a in tensors.items() if name.startswith(prefix + ".")}
     try:
         module.load_state_dict(state)
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"checkpoint {path} does not fit the model ({prefix}): {exc}") from None
 
 
 def optimizer_tensors(prefix, opt):
+    """(tensors, meta) of an optimiser's state dict: every state array of parameter i is stored as
+    `prefix.i.<name>` (exp_avg and exp_avg_sq for Adam; square_avg, momentum_buffer, grad_avg for
+    RMSprop), its step count and the param groups go into the JSON metadata."""
     sd = opt.state_dict()
     out = {}
     for index, st in sd["state"].items():
-        out[f"{prefix}.{index}.exp_avg"] = st["exp_avg"].data
-        out[f"{prefix}.{index}.exp_avg_sq"] = st["exp_avg_sq"].data
+        for name, value in st.items():
+            if name != "step":
+                out[f"{prefix}.{index}.{name}"] = value.data
     meta = {
         "steps": {str(i): st["step"] for i, st in sd["state"].items()},
         "param_groups": [{k: list(v) if isinstance(v, tuple) else v for k, v in g.items()} for g in sd["param_groups"]],
@@ -112,17 +140,36 @@ def optimizer_tensors(prefix, opt):
 
 
 def load_optimizer(prefix, opt, tensors, meta, path):
+    """Restore `opt` from its tensors and its metadata entry; CheckpointError for anything malformed.
+    The state names are read from the stored tensors' names (`prefix.i.<name>`), so any optimiser's
+    state loads, and so do checkpoints written before RMSprop existed."""
+
+    def bad(what):
+        raise CheckpointError(f"checkpoint {path} has a bad optimiser state ({prefix}): {what}")
+
+    if not isinstance(meta, dict):
+        bad(f"expected a JSON object, got {_json_type(meta)}")
+    steps, groups = meta.get("steps"), meta.get("param_groups")
+    if not isinstance(steps, dict):
+        bad(f"'steps' must be a JSON object, got {_json_type(steps)}")
+    if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
+        bad(f"'param_groups' must be an array of objects, got {_json_type(groups)}")
+    for g in groups:
+        params = g.get("params")
+        if not isinstance(params, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in params):
+            bad(f"a param group's 'params' must be an array of integers, got {_json_type(params)}")
     state = {}
-    for index, step in meta["steps"].items():
-        try:
-            state[int(index)] = {
-                "step": step,
-                "exp_avg": tensors[f"{prefix}.{index}.exp_avg"],
-                "exp_avg_sq": tensors[f"{prefix}.{index}.exp_avg_sq"],
-            }
-        except KeyError as exc:
-            raise CheckpointError(f"checkpoint {path} lacks optimiser tensor {exc}") from None
+    for index, step in steps.items():
+        if not index.isdigit():
+            bad(f"'steps' has a key {index!r}, not a parameter index")
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            bad(f"the step of parameter {index} is {_json_type(step)}, not a non-negative integer")
+        head = f"{prefix}.{index}."
+        arrays = {name[len(head):]: a for name, a in tensors.items() if name.startswith(head) and "." not in name[len(head):]}
+        if not arrays:
+            raise CheckpointError(f"checkpoint {path} lacks the optimiser tensors of {prefix} parameter {index}")
+        state[int(index)] = {"step": step, **arrays}
     try:
-        opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    except (KeyError, ValueError) as exc:
+        opt.load_state_dict({"state": state, "param_groups": groups})
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"checkpoint {path} does not fit the optimiser ({prefix}): {exc}") from None

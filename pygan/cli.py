@@ -37,22 +37,26 @@ def _add_train(sub):
     p.add_argument("--imageSize", type=int, default=32, choices=(32, 64, 128), help="height/width of the images")
     p.add_argument("--nc", type=_positive_int, default=None, help="image channels (default: the data set's)")
     p.add_argument("--nz", type=_positive_int, default=100, help="size of the latent z vector")
-    p.add_argument("--ngf", type=_positive_int, default=64)
-    p.add_argument("--ndf", type=_positive_int, default=64)
+    p.add_argument("--ngf", type=_positive_int, default=64,
+                   help="generator width: feature maps of G's last hidden layer (doubling towards z)")
+    p.add_argument("--ndf", type=_positive_int, default=64,
+                   help="discriminator width: feature maps of D's first layer (doubling towards the logit)")
     p.add_argument("--niter", type=_positive_int, default=25, help="number of epochs to train for")
-    p.add_argument("--lr", type=float, default=0.0002, help="learning rate")
-    p.add_argument("--beta1", type=float, default=0.5, help="beta1 for Adam")
     p.add_argument("--outf", default="runs/dcgan", help="folder for images, logs and checkpoints")
     p.add_argument("--manualSeed", type=int, default=None, help="random seed (default: a random one, printed)")
-    p.add_argument("--resume", action="store_true", help="continue from OUTF/checkpoint.safetensors")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUTF/checkpoint.safetensors (model, data and optimiser-kind options must match "
+                        "it; learning rates, betas, loss, penalties, label and noise tricks, d-steps, niter and "
+                        "max-steps may change)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an --outf that holds a run, replacing its checkpoints, log and images")
     p.add_argument("--dry-run", action="store_true", help="check a single training step works")
     p.add_argument("--device", default="auto", help="cpu | cuda | auto (the GPU when there is one)")
     p.add_argument("--max-steps", type=_positive_int, default=None, help="stop after this many D steps")
-    p.add_argument("--g-loss", default="non-saturating", choices=("non-saturating", "minimax"), help="generator loss")
-    p.add_argument("--d-steps", type=_positive_int, default=1, help="discriminator steps per generator step")
-    p.add_argument("--label-smooth", type=float, default=1.0, help="target for real images (one-sided smoothing, e.g. 0.9)")
+    _add_variant_options(p)
     p.add_argument("--fake-size", type=_positive_int, default=1024, help="images in the `fake` data set")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (there is none either when stderr is not a terminal)")
     p.add_argument("--eval-every", type=int, default=None,
                    help="evaluate (pygan eval's metrics) every N D steps; 0: never; default: at each epoch's end "
                         "on the GPU, never on the CPU")
@@ -60,6 +64,38 @@ def _add_train(sub):
     p.add_argument("--no-keep-best", action="store_true",
                    help="do not keep OUTF/checkpoint-best.safetensors (the lowest Frechet distance so far)")
     p.set_defaults(func=cmd_train)
+
+
+def _add_variant_options(p):
+    """The GAN-variant options. Their defaults are None ("not given"): --recipe fills them, then
+    pygan.recipes.DEFAULTS; the effective values are printed at start."""
+    from .recipes import D_NORMS, LOSSES, OPTIMIZERS, RECIPES
+
+    g = p.add_argument_group("GAN variant (defaults: the recipe's, else DCGAN's)")
+    g.add_argument("--recipe", default=None, choices=tuple(RECIPES),
+                   help="a published configuration in one word; explicit flags override it (default: dcgan)")
+    g.add_argument("--loss", default=None, choices=LOSSES, help="the GAN loss (default: non-saturating)")
+    g.add_argument("--g-loss", default=None, choices=LOSSES, help="the older name of --loss")
+    g.add_argument("--optimizer", default=None, choices=OPTIMIZERS, help="for both networks (default: adam)")
+    g.add_argument("--lr", type=float, default=None, help="learning rate of both networks (default: 0.0002)")
+    g.add_argument("--lrD", type=float, default=None, help="D's learning rate (two time-scale updates; default: --lr)")
+    g.add_argument("--lrG", type=float, default=None, help="G's learning rate (default: --lr)")
+    g.add_argument("--beta1", type=float, default=None, help="Adam's beta1 (default: 0.5)")
+    g.add_argument("--beta2", type=float, default=None, help="Adam's beta2 (default: 0.999)")
+    g.add_argument("--d-steps", type=_positive_int, default=None, help="D (critic) steps per G step (default: 1)")
+    g.add_argument("--clip", type=float, default=None, help="wgan: clip the critic's weights to +-CLIP (default: 0.01)")
+    g.add_argument("--gp-weight", type=float, default=None, help="wgan-gp: the gradient penalty's lambda (default: 10)")
+    g.add_argument("--r1", type=float, default=None, metavar="GAMMA",
+                   help="R1 penalty gamma/2 * E||grad D(x)||^2 on real images, with any loss (default: 0, off)")
+    g.add_argument("--d-norm", default=None, choices=D_NORMS, help="D's normalisation layers (default: batch)")
+    g.add_argument("--spectral-norm", action="store_const", const=True, default=None,
+                   help="spectral normalisation of every conv in D (Miyato et al. 2018)")
+    g.add_argument("--label-smooth", type=float, default=None,
+                   help="target for real images (one-sided smoothing, e.g. 0.9; default: 1)")
+    g.add_argument("--label-flip", type=float, default=None, metavar="P",
+                   help="swap D's real/fake labels of each sample with probability P (default: 0)")
+    g.add_argument("--instance-noise", type=float, default=None, metavar="SIGMA",
+                   help="Gaussian noise of std SIGMA on D's inputs, annealed linearly to 0 over the run (default: 0)")
 
 
 def _add_sample(sub):
@@ -123,18 +159,26 @@ def cmd_train(args):
 
     config = Config(
         dataset=args.dataset, dataroot=args.dataroot, batch_size=args.batchSize, image_size=args.imageSize,
-        nz=args.nz, ngf=args.ngf, ndf=args.ndf, niter=args.niter, lr=args.lr, beta1=args.beta1, outf=args.outf,
-        manual_seed=args.manualSeed, resume=args.resume, dry_run=args.dry_run, device=args.device,
-        max_steps=args.max_steps, g_loss=args.g_loss, d_steps=args.d_steps, label_smooth=args.label_smooth,
+        nz=args.nz, ngf=args.ngf, ndf=args.ndf, niter=args.niter, outf=args.outf,
+        manual_seed=args.manualSeed, resume=args.resume, overwrite=args.overwrite, dry_run=args.dry_run, device=args.device,
+        max_steps=args.max_steps, recipe=args.recipe, loss=args.loss, g_loss=args.g_loss, optimizer=args.optimizer,
+        lr=args.lr, lr_d=args.lrD, lr_g=args.lrG, beta1=args.beta1, beta2=args.beta2, d_steps=args.d_steps,
+        clip=args.clip, gp_weight=args.gp_weight, r1=args.r1, d_norm=args.d_norm, spectral_norm=args.spectral_norm,
+        label_smooth=args.label_smooth, label_flip=args.label_flip, instance_noise=args.instance_noise,
         channels=args.nc, fake_size=args.fake_size, progress=not args.no_progress, eval_every=args.eval_every,
         eval_n=args.eval_n, keep_best=not args.no_keep_best,
     )
     trainer = Trainer(config)
     print(f"options: {describe(config)}")
+    print(f"GAN variant: {config.describe_variant()}")
     print(f"device: {trainer.device}; data: {trainer.dataset.name}, {len(trainer.dataset)} images "
           f"{trainer.nc}x{config.image_size}x{config.image_size}; {len(trainer.loader)} steps per epoch; writing to {config.outf}")
     trainer.fit()
-    print(f"done: {trainer.step} steps, {trainer.epoch} epochs; checkpoint {trainer.checkpoint_path}")
+    partial = ""
+    if trainer.batch:
+        partial = f" and {trainer.batch} of {len(trainer.loader)} batches of epoch {trainer.epoch + 1}"
+    print(f"done: {trainer.step} steps; {trainer.epoch} of {config.niter} epochs complete{partial}; "
+          f"checkpoint {trainer.checkpoint_path}")
     return 0
 
 
@@ -187,6 +231,8 @@ def cmd_eval(args):
         raise ValueError(f"--n must be at least {2 * evaluate.K_DENSITY_COVERAGE} (k-NN metrics), got {args.n}")
     device = normalise_device(args.device)
     started = time.perf_counter()
+    # Samples are read and checked (layout, size, values) before the classifier or anything else is built.
+    samples = None if args.checkpoint else evaluate.load_samples(args.samples)
     extractor = classifier.load(args.dataset, args.classifier, device)
     if args.checkpoint:
         G, meta = load_generator(args.checkpoint, device)
@@ -197,7 +243,7 @@ def cmd_eval(args):
         images = evaluate.generate(G, args.n, args.seed, args.batch_size, device)
         source, what = args.checkpoint, f"{args.n} samples from {args.checkpoint} (z seed {args.seed})"
     else:
-        images = evaluate.load_samples(args.samples)
+        images = samples
         source, what = args.samples, f"{len(images)} images from {args.samples}"
     print(f"evaluating {what} with classifier {evaluate.metric_prefix(extractor)} on {device}")
     reference = evaluate.RealReference(extractor, args.dataroot, floor=not args.no_floor, seed=args.seed)
@@ -241,9 +287,19 @@ def main(argv=None):
     except TrainingDiverged as exc:
         print(f"pygan: training diverged: {exc}", file=sys.stderr)
         return 3
-    except (ValueError, TypeError, FileNotFoundError, CheckpointError, RuntimeError) as exc:
+    except (ValueError, TypeError, CheckpointError, RuntimeError) as exc:
         print(f"pygan: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk, a read-only or missing folder, a file where a folder should be, ...
+        print(f"pygan: error: {_describe_os_error(exc)}", file=sys.stderr)
+        return 2
+
+
+def _describe_os_error(exc):
+    """'<what> (<path>)' for an OSError: no errno number, no traceback."""
+    what = exc.strerror or str(exc)
+    paths = [p for p in (exc.filename, exc.filename2) if p is not None]
+    return f"{what} ({', '.join(map(str, paths))})" if paths else what
 
 
 if __name__ == "__main__":

@@ -127,61 +127,180 @@ def run_generator(G, z, batch_size=500, device="cpu"):
     return np.concatenate(out)
 
 
+SAMPLE_DTYPES = ("uint8", "float16", "float32", "float64")
+
+
 def load_samples(path):
     """Images from a .npy, .npz (array 'images' or the only array) or .safetensors ('images') file.
 
     float images are taken as [-1, 1] (what `pygan sample --out x.npz` writes); uint8 as [0, 255].
-    Accepted layouts: (N, C, H, W), (N, H, W) grey, (N, H, W, C) with C of 1 or 3.
+    Accepted layouts: (N, C, H, W), (N, H, W) grey, (N, H, W, C) with C of 1 or 3; square images,
+    at least 2 * K_DENSITY_COVERAGE of them. The array's header (shape, dtype, byte size) is checked
+    against the layout and the file's size before the array is read, so a hostile or truncated
+    file gets a ValueError naming it, never a huge allocation; the values are checked after.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"samples file {path} does not exist")
     ext = os.path.splitext(path)[1].lower()
+    if ext not in (".npy", ".npz", ".safetensors"):
+        raise ValueError(f"cannot read samples from {path}: expected a .npy, .npz or .safetensors file")
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"cannot read samples from {path}: the file is empty (0 bytes)")
     try:
         if ext == ".npy":
-            images = np.load(path, allow_pickle=False)
+            images = _load_npy(path)
         elif ext == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                names = list(z.keys())
-                if "images" in names:
-                    images = z["images"]
-                elif len(names) == 1:
-                    images = z[names[0]]
-                else:
-                    raise ValueError(f"it holds arrays {names}; name the images 'images'")
-        elif ext == ".safetensors":
-            from safetensors.numpy import load_file
-
-            tensors = load_file(path)
-            if "images" not in tensors:
-                raise ValueError(f"it has no tensor named 'images' (it has {sorted(tensors)})")
-            images = tensors["images"]
+            images = _load_npz(path)
         else:
-            raise ValueError("expected a .npy, .npz or .safetensors file")
-    except (ValueError, OSError) as exc:
+            images = _load_safetensors(path)
+    except (_BadSamples, ValueError) as exc:
         raise ValueError(f"cannot read samples from {path}: {exc}") from None
+    except Exception as exc:  # numpy, zipfile and safetensors each raise their own kinds on a corrupt file
+        raise ValueError(f"cannot read samples from {path}: {type(exc).__name__}: {exc}") from None
     return normalise_images(images, path)
+
+
+class _BadSamples(Exception):
+    """A samples file whose header does not describe images this command can score."""
+
+
+def check_sample_layout(shape, dtype, what="samples"):
+    """Raise ValueError unless (shape, dtype) is a layout load_samples accepts; needs no data."""
+    dtype = np.dtype(dtype)
+    shape = tuple(int(n) for n in shape)
+    if dtype.name not in SAMPLE_DTYPES:
+        raise ValueError(f"{what}: images must be float (in [-1, 1]) or uint8, got {dtype}")
+    if len(shape) == 3:
+        shape = (shape[0], 1) + shape[1:]
+    elif len(shape) == 4 and shape[1] not in (1, 3) and shape[3] in (1, 3):
+        shape = (shape[0], shape[3], shape[1], shape[2])
+    if len(shape) != 4 or shape[1] not in (1, 3):
+        raise ValueError(f"{what}: expected images (N, C, H, W), (N, H, W) or (N, H, W, C) with 1 or 3 channels, "
+                         f"got shape {shape}")
+    n, _, h, w = shape
+    if h == 0 or w == 0:
+        raise ValueError(f"{what}: images are empty (shape {shape})")
+    if h != w:
+        raise ValueError(f"{what}: images must be square (the classifier takes HxH images), got {h}x{w} "
+                         f"(shape {shape})")
+    if n < 2 * K_DENSITY_COVERAGE:
+        raise ValueError(f"{what}: need at least {2 * K_DENSITY_COVERAGE} images, got {n} (shape {shape})")
+
+
+def _claimed_bytes(shape, dtype):
+    return int(np.prod([int(n) for n in shape], dtype=object)) * np.dtype(dtype).itemsize
+
+
+def _npy_header(f):
+    """(shape, fortran_order, dtype) of the .npy stream f, positioned at its data."""
+    fmt = np.lib.format
+    version = fmt.read_magic(f)
+    if version == (1, 0):
+        return fmt.read_array_header_1_0(f)
+    if version == (2, 0):
+        return fmt.read_array_header_2_0(f)
+    return fmt._read_array_header(f, version)  # (3, 0): no public reader
+
+
+def _check_npy_stream(f, data_bytes, what):
+    """Check a .npy header against the bytes that follow it; returns (shape, dtype)."""
+    try:
+        shape, _, dtype = _npy_header(f)
+    except ValueError as exc:
+        raise _BadSamples(f"{what} is not a valid .npy array ({exc})") from None
+    if dtype.hasobject:
+        raise _BadSamples(f"{what} holds Python objects, not images")
+    check_sample_layout(shape, dtype, what)
+    claimed = _claimed_bytes(shape, dtype)
+    available = data_bytes - f.tell()
+    if claimed > available:
+        raise _BadSamples(f"{what}: its header claims shape {shape} {dtype} ({claimed} bytes) but only "
+                          f"{max(available, 0)} bytes follow (truncated or corrupt file?)")
+    return shape, dtype
+
+
+def _load_npy(path):
+    with open(path, "rb") as f:
+        _check_npy_stream(f, os.path.getsize(path), "the .npy file")
+    return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
+def _load_npz(path):
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        names = [n[:-4] if n.endswith(".npy") else n for n in zf.namelist()]
+        if "images" in names:
+            name = "images"
+        elif len(names) == 1:
+            name = names[0]
+        else:
+            raise _BadSamples(f"it holds arrays {names}; name the images 'images'")
+        info = zf.getinfo(name + ".npy" if name + ".npy" in zf.namelist() else name)
+        # The zip directory's sizes could lie too: deflate cannot expand more than ~1032x.
+        limit = info.file_size if info.compress_type == zipfile.ZIP_STORED else min(info.file_size, 1100 * info.compress_size + 4096)
+        with zf.open(info) as f:
+            _check_npy_stream(f, limit, f"array {name!r}")
+    with np.load(path, allow_pickle=False) as z:
+        return z[name]
+
+
+def _load_safetensors(path):
+    import json
+
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise _BadSamples("it is not a safetensors file (shorter than its 8-byte header length)")
+        n = int.from_bytes(head, "little")
+        if n <= 0 or n > size - 8:
+            raise _BadSamples(f"its header length {n} does not fit the file's {size} bytes (truncated?)")
+        try:
+            header = json.loads(f.read(n))
+        except ValueError:
+            raise _BadSamples("its header is not JSON (not a safetensors file?)") from None
+    if not isinstance(header, dict):
+        raise _BadSamples("its header is not a JSON object (not a safetensors file?)")
+    entry = header.get("images")
+    if not isinstance(entry, dict):
+        raise _BadSamples(f"it has no tensor named 'images' (it has {sorted(k for k in header if k != '__metadata__')})")
+    dtypes = {"U8": "uint8", "F16": "float16", "F32": "float32", "F64": "float64"}
+    shape, offsets = entry.get("shape"), entry.get("data_offsets")
+    if entry.get("dtype") not in dtypes:
+        raise _BadSamples(f"tensor 'images' has dtype {entry.get('dtype')!r}; images must be float (in [-1, 1]) or uint8")
+    if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)
+            and isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
+        raise _BadSamples("tensor 'images' has a malformed shape or data_offsets")
+    dtype = np.dtype(dtypes[entry["dtype"]])
+    check_sample_layout(shape, dtype, "tensor 'images'")
+    claimed = _claimed_bytes(shape, dtype)
+    start, stop = offsets
+    if not 0 <= start <= stop or stop - start != claimed or 8 + n + stop > size:
+        raise _BadSamples(f"tensor 'images' claims shape {tuple(shape)} {dtype} ({claimed} bytes at offsets "
+                          f"{offsets}) but the file has {size - 8 - n} data bytes (truncated or corrupt file?)")
+    from safetensors import safe_open
+
+    with safe_open(path, framework="numpy") as f:
+        return f.get_tensor("images")
 
 
 def normalise_images(images, what="samples"):
     images = np.asarray(images)
+    check_sample_layout(images.shape, images.dtype, what)
     if images.dtype == np.uint8:
         images = images.astype(np.float32) / 127.5 - 1.0
-    elif images.dtype.kind == "f":
+    else:
         images = images.astype(np.float32)
-        if not np.isfinite(images).all():
-            raise ValueError(f"{what}: images contain NaN or Inf")
+        finite = np.isfinite(images)
+        if not finite.all():
+            bad = int(np.size(finite) - np.count_nonzero(finite))
+            raise ValueError(f"{what}: images contain NaN or Inf ({bad} values)")
         if images.min() < -1.01 or images.max() > 1.01:
             raise ValueError(f"{what}: float images must lie in [-1, 1], got values from {images.min():.3g} to "
                              f"{images.max():.3g} (uint8 images are read as [0, 255])")
-    else:
-        raise ValueError(f"{what}: images must be float (in [-1, 1]) or uint8, got {images.dtype}")
     if images.ndim == 3:
         images = images[:, None]
     elif images.ndim == 4 and images.shape[1] not in (1, 3) and images.shape[3] in (1, 3):
         images = images.transpose(0, 3, 1, 2)
-    if images.ndim != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"{what}: expected images (N, C, H, W), (N, H, W) or (N, H, W, C) with 1 or 3 channels, "
-                         f"got shape {images.shape}")
-    if len(images) < 2 * K_DENSITY_COVERAGE:
-        raise ValueError(f"{what}: need at least {2 * K_DENSITY_COVERAGE} images, got {len(images)}")
     return np.ascontiguousarray(images)

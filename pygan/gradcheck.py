@@ -4,11 +4,14 @@ For a random output cotangent dy and one random direction v_i per differentiated
 the chain rule says sum_i <g_i, v_i> (g_i from backward) equals the directional derivative
 d/dt <dy, f(x + t v)> at t = 0, which a central difference estimates with two evaluations of f.
 Everything runs in float64 on copies, so the caller's arrays are never touched.
+
+check_double_backward applies the same check to the first gradient of a pygan function taken with
+create_graph=True: its own gradient (second order) against central differences of it.
 """
 
 import numpy as np
 
-__all__ = ["check_backward"]
+__all__ = ["check_backward", "check_double_backward"]
 
 
 def _as_tuple(value):
@@ -91,3 +94,54 @@ def check_backward(forward, backward, inputs, *, rng, eps=1e-6, atol=1e-6, rtol=
             f"|difference| {abs(analytic - numeric):.3g} > atol {atol:g} + rtol {rtol:g} * |numeric| = {tolerance:.3g}"
         )
     return analytic, numeric
+
+
+def check_double_backward(fn, inputs, *, rng, eps=1e-6, atol=1e-6, rtol=1e-4, gy=None):
+    """Check the create_graph gradients of fn (Chainer's check_double_backward).
+
+    fn(*Tensors) -> Tensor, built from pygan ops; inputs are the arrays to differentiate (cast to
+    float64 copies; close over anything else). The first gradient is the function
+    G(x..., gy) = d<gy, fn(x)>/dx, computed with create_graph=True (and checked equal to the
+    first-order path's); its own gradient, for a random cotangent ggx, is taken through that graph
+    (the second-order result, in x and in gy) and compared with central differences of
+    <ggx, G> along a random direction of (x..., gy): check_backward applied to G.
+    Returns check_backward's (analytic, numeric).
+    """
+    from .autograd import Tensor, grad
+
+    xs = [np.array(a, dtype=np.float64) for a in inputs]
+    out_shape = fn(*[Tensor(x.copy(), requires_grad=True) for x in xs]).shape
+    gy0 = rng.standard_normal(out_shape) if gy is None else np.array(gy, dtype=np.float64)
+
+    def first(*args, create_graph=True):
+        *arrays, g = args
+        ts = [Tensor(a, requires_grad=True) for a in arrays]
+        tg = Tensor(g, requires_grad=create_graph)
+        grads = grad(fn(*ts), ts, tg, create_graph=create_graph, allow_unused=True)
+        zeros = [Tensor(np.zeros_like(a)) for a in arrays]
+        return ts, tg, [z if gx is None else gx for gx, z in zip(grads, zeros)]
+
+    def forward(*args):
+        _, _, grads = first(*args)
+        return tuple(np.array(gx.data) for gx in grads)
+
+    def backward(*args):
+        *args, ggxs = args
+        ts, tg, grads = first(*args)
+        total = None
+        for gx, ggx in zip(grads, ggxs):
+            if ggx is None or not gx.requires_grad:
+                continue
+            term = (gx * Tensor(ggx)).sum()
+            total = term if total is None else total + term
+        if total is None:  # the gradient depends on nothing: every second derivative is 0
+            return tuple(np.zeros_like(a) for a in args)
+        seconds = grad(total, ts + [tg], allow_unused=True)
+        return tuple(np.zeros_like(a) if s is None else s.data for s, a in zip(seconds, args))
+
+    # the create_graph path computes the same first gradient as the first-order path
+    _, _, plain = first(*[x.copy() for x in xs], gy0.copy(), create_graph=False)
+    for i, (p, g) in enumerate(zip(plain, forward(*[x.copy() for x in xs], gy0.copy()))):
+        np.testing.assert_allclose(g, p.data, rtol=1e-10, atol=1e-12,
+                                   err_msg=f"check_double_backward: create_graph gradient {i} differs from the first-order one")
+    return check_backward(forward, backward, xs + [gy0], rng=rng, eps=eps, atol=atol, rtol=rtol)

@@ -71,7 +71,7 @@ def resolve(recipe, explicit):
             source[name] = "flag"
     validate(settings)
     for name, loss in (("clip", "wgan"), ("gp_weight", "wgan-gp")):
-        if source[name] == "flag" and settings["loss"] != loss:
+        if source[name] == "flag" and settings[name] != DEFAULTS[name] and settings["loss"] != loss:
             raise ValueError(f"--{name.replace('_', '-')} applies to the {loss} loss only; this run's loss is {settings['loss']}")
     return settings, source
 

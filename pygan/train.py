@@ -1,19 +1,36 @@
-"""The GAN training loop (DCGAN by default).
+"""The GAN training loop (DCGAN by default, and its variants).
 
-Each step: a discriminator step on a real batch (label 1, or `label_smooth`) and on G(z).detach()
-(label 0); then, after every `d_steps` D steps, a generator step with the non-saturating loss
--log D(G(z)) (or the minimax loss log(1 - D(G(z)))). Losses are BCE with logits, optimisers Adam.
+Each step: a discriminator (critic) step on a real batch and on G(z).detach(); then, after every
+`d_steps` D steps, a generator step. The losses are pygan.losses' (`loss`: non-saturating BCE by
+default, minimax, lsgan, hinge, wgan, wgan-gp), with optional penalties (wgan-gp's gradient
+penalty, R1), weight clipping (wgan), label smoothing and flipping, and instance noise on D's
+inputs. `recipe` sets a published configuration in one word (pygan.recipes); explicit options
+override it.
 
 Everything that makes the run reproducible (weights, both Adam states, the global random
 generator, the position in the data order) goes into the checkpoint, so a resumed run continues
 bit-for-bit where the straight run would be.
+
+Reliability rules (see README, Training):
+- one run per output folder: `OUTF/.lock` is held with flock for the run's lifetime (the OS
+  releases it when the process dies, so a killed run leaves no stale lock);
+- a fresh run refuses a folder that holds a checkpoint unless told --resume or --overwrite;
+- every step checks the losses and every BatchNorm running statistic are finite (one reduction,
+  folded into the loss's host transfer), and no checkpoint with a non-finite tensor is written;
+- resuming refuses options that change the model or the data order, and applies (and prints)
+  changed optimiser and loop options;
+- epochs are numbered from 1 for people: console, progress bar, image names, log.csv.
 """
 
+import contextlib
 import csv
 import dataclasses
+import errno
+import io
 import json
 import math
 import os
+import re
 import signal
 import sys
 import time
@@ -22,10 +39,9 @@ import numpy as np
 
 from . import checkpoint as ckpt
 from . import data as datasets
-from . import nn, optim
-from .autograd import Tensor, no_grad, normalise_device, to_device
+from . import losses, optim, recipes
+from .autograd import Tensor, array_module, no_grad, normalise_device, to_device
 from .models import Discriminator, Generator
-from .nn import functional as F
 from .random import default_generator, get_rng_state, manual_seed, set_rng_state
 
 LOG_FIELDS = ["step", "epoch", "loss_D", "loss_G", "D_x", "D_G_z1", "D_G_z2", "seconds"]
@@ -33,10 +49,43 @@ EVAL_FIELDS = ["step", "epoch", "n", "frechet_distance", "precision", "recall", 
                "class_kl_to_uniform", "inception_score", "seconds"]
 CHECKPOINT = "checkpoint.safetensors"
 BEST_CHECKPOINT = "checkpoint-best.safetensors"
+LOCK = ".lock"
+GRID_NAME = "fake_samples_epoch_{:03d}.png"  # the epoch number is 1-based: the grid after the first epoch is _001
+# What `pygan train` writes; a fresh run (no --resume) starts by removing these.
+_OUTPUT_NAMES = (CHECKPOINT, BEST_CHECKPOINT, "log.csv", "eval.csv", "losses.png", "real_samples.png")
+_GRID_RE = re.compile(r"^fake_samples_epoch_\d+\.png$")
+# Temporary files of checkpoint.atomic_write (".<name>.<pid>.<8 hex>.tmp") and of older versions'
+# log truncation ("log.csv.tmp"): what a killed run can leave behind.
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
+_OLD_TEMP_NAMES = ("log.csv.tmp", "eval.csv.tmp")
+
+# Options that fix the model or the order of the data: a resumed run must use the checkpoint's.
+_FIXED_OPTIONS = {"nz": "--nz", "ngf": "--ngf", "ndf": "--ndf", "image_size": "--imageSize", "nc": "--nc",
+                  "dataset": "--dataset", "batch_size": "--batchSize", "fake_size": "--fake-size",
+                  "manual_seed": "--manualSeed", "d_norm": "--d-norm", "spectral_norm": "--spectral-norm",
+                  "optimizer": "--optimizer"}
+# Options a resumed run may change: applied, printed, recorded in the next checkpoint.
+_CHANGEABLE_OPTIONS = {"lr": "lr", "lr_d": "lrD", "lr_g": "lrG", "beta1": "beta1", "beta2": "beta2",
+                       "d_steps": "d_steps", "label_smooth": "label_smooth", "label_flip": "label_flip",
+                       "instance_noise": "instance_noise", "loss": "loss", "clip": "clip", "gp_weight": "gp_weight",
+                       "r1": "r1", "niter": "niter", "max_steps": "max_steps"}
+# Model options recorded in the checkpoint's model description after the first DCGAN version:
+# a checkpoint without them was made with these values.
+_MODEL_VARIANT_DEFAULTS = {"d_norm": "batch", "spectral_norm": False}
+# Model sizes beyond these are not DCGANs anyone trains here; metadata claiming them is refused
+# before anything is allocated (the tensor shapes are checked as well).
+_MAX_WIDTH = 1 << 16
+_MISSING = object()  # an option the checkpoint does not record
+_MAX_CHANNELS = 4
 
 
 class TrainingDiverged(RuntimeError):
-    """A loss became NaN or infinite; training stopped and the last good checkpoint was kept."""
+    """A loss or a tensor became NaN or infinite; training stopped, and no non-finite checkpoint
+    was written. The message says whether a finite checkpoint is on disk."""
+
+
+class OutputFolderBusy(RuntimeError):
+    """Another process holds the output folder's lock."""
 
 
 @dataclasses.dataclass
@@ -49,25 +98,63 @@ class Config:
     ngf: int = 64
     ndf: int = 64
     niter: int = 25
-    lr: float = 2e-4
-    beta1: float = 0.5
     outf: str = "runs/dcgan"
     manual_seed: int | None = None
     resume: bool = False
+    overwrite: bool = False  # a fresh run may replace a folder that holds a checkpoint
     dry_run: bool = False
     device: str = "auto"
     max_steps: int | None = None
-    g_loss: str = "non-saturating"
-    d_steps: int = 1
-    label_smooth: float = 1.0
     channels: int | None = None
     fake_size: int = 1024
-    progress: bool = True
+    progress: bool = True  # a progress bar, when stderr is a terminal
     eval_every: int | None = None  # D steps between evaluations; None: each epoch on the GPU, never on the CPU; 0: off
     eval_n: int = 10000  # samples per evaluation (fewer is faster but biased)
     keep_best: bool = True  # with evaluation on: keep checkpoint-best.safetensors, the lowest Frechet distance
+    # The GAN variant. None means "not given": resolve() fills it from `recipe`, then pygan.recipes.DEFAULTS.
+    recipe: str | None = None  # dcgan | lsgan | wgan | wgan-gp | hinge-sn
+    loss: str | None = None  # non-saturating | minimax | lsgan | hinge | wgan | wgan-gp
+    g_loss: str | None = None  # the older name of `loss` (PyTorch's dcgan example has only the G loss to choose)
+    optimizer: str | None = None  # adam | rmsprop
+    lr: float | None = None  # both networks' learning rate, unless lr_d / lr_g is given
+    lr_d: float | None = None
+    lr_g: float | None = None
+    beta1: float | None = None
+    beta2: float | None = None
+    d_steps: int | None = None  # D (critic) steps per G step
+    clip: float | None = None  # wgan: the critic's weights are clipped to +-clip after each critic step
+    gp_weight: float | None = None  # wgan-gp: lambda
+    r1: float | None = None  # R1 penalty gamma (0: off)
+    d_norm: str | None = None  # batch | layer | instance | none
+    spectral_norm: bool | None = None  # spectral norm on D's convs
+    label_smooth: float | None = None  # target for real images (one-sided smoothing)
+    label_flip: float | None = None  # probability of swapping D's real/fake labels per sample
+    instance_noise: float | None = None  # std of Gaussian noise on D's inputs, annealed linearly to 0
+
+    def resolve(self):
+        """Fill the variant options left unset from the recipe, then the defaults (once); returns
+        {option: "default" | "recipe NAME" | "flag"}."""
+        if getattr(self, "_sources", None) is not None:
+            return self._sources
+        if self.g_loss is not None:
+            if self.loss is not None and self.loss != self.g_loss:
+                raise ValueError(f"--loss {self.loss} and --g-loss {self.g_loss} disagree (--g-loss is the old name of --loss)")
+            self.loss = self.g_loss
+        settings, sources = recipes.resolve(self.recipe, {name: getattr(self, name) for name in recipes.DEFAULTS})
+        for name, value in settings.items():
+            setattr(self, name, value)
+        self.g_loss = self.loss
+        self._sources = sources
+        return sources
+
+    def describe_variant(self):
+        """One line per variant option: value and where it came from."""
+        sources = self.resolve()
+        return "; ".join(f"{name} {getattr(self, name)!r} ({sources[name]})" for name in recipes.DEFAULTS)
 
     def validate(self):
+        self.resolve()
+
         def positive(name):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -83,23 +170,63 @@ class Config:
             raise ValueError(f"eval_n must be an integer >= 10, got {self.eval_n!r}")
         if self.image_size not in (32, 64, 128):
             raise ValueError(f"imageSize must be 32, 64 or 128 (DCGAN's sizes), got {self.image_size}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if not 0 <= self.beta1 < 1:
-            raise ValueError(f"beta1 must be in [0, 1), got {self.beta1}")
-        if self.g_loss not in ("non-saturating", "minimax"):
-            raise ValueError(f"g_loss must be 'non-saturating' or 'minimax', got {self.g_loss!r}")
-        if not 0 < self.label_smooth <= 1:
-            raise ValueError(f"label_smooth must be in (0, 1], got {self.label_smooth}")
+        recipes.validate({name: getattr(self, name) for name in recipes.DEFAULTS})
+        if self.resume and self.overwrite:
+            raise ValueError("--resume and --overwrite exclude each other: continue the run, or replace it")
         normalise_device(self.device)
 
 
 class Trainer:
+    """Owns the output folder from construction until fit() returns (or close()): its lock is held
+    that long. A Trainer that fails to construct holds nothing."""
+
     def __init__(self, config, log=print):
         config.validate()
         self.config = c = config
         self.log = log
         self.device = normalise_device(c.device)
+        self._lock = None
+        self._good_step = None  # step of the finite checkpoint on disk that this run wrote or resumed from
+        self.checkpoint_path = os.path.join(c.outf, CHECKPOINT)
+        self.log_path = os.path.join(c.outf, "log.csv")
+        self.eval_path = os.path.join(c.outf, "eval.csv")
+        self.best_path = os.path.join(c.outf, BEST_CHECKPOINT)
+        _prepare_output_folder(c.outf)
+        self._lock = _RunLock(c.outf)
+        try:
+            self._setup()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self):
+        """Release the output folder's lock (fit() does this when it returns or fails)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def _setup(self):
+        c = self.config
+        removed = _remove_stale_temp_files(c.outf)
+        if removed:
+            self.log(f"removed {len(removed)} temporary file(s) left by an interrupted run: {', '.join(removed)}")
+        resume = None
+        if c.resume:
+            resume = self._read_resume_checkpoint()
+        else:
+            existing = [p for p in (self.checkpoint_path, self.best_path) if os.path.exists(p)]
+            if existing and not c.overwrite:
+                raise FileExistsError(
+                    errno.EEXIST,
+                    f"--outf {c.outf} already holds a run's checkpoint; continue it with --resume, replace it with "
+                    "--overwrite, or choose another --outf", existing[0])
         if c.manual_seed is None:
             c.manual_seed = int(np.random.SeedSequence().entropy % (2**31))
         self.dataset = datasets.load_dataset(c.dataset, dataroot=c.dataroot, image_size=c.image_size, channels=c.channels,
@@ -107,23 +234,27 @@ class Trainer:
         if len(self.dataset) < c.batch_size:
             raise ValueError(f"batchSize {c.batch_size} is larger than the dataset ({len(self.dataset)} images)")
         self.nc = self.dataset.num_channels
+        if resume is not None and resume[2]["nc"] != self.nc:
+            raise ckpt.CheckpointError(
+                f"cannot resume from {self.checkpoint_path}: it was made with {resume[2]['nc']} image channels, this "
+                f"run's data has {self.nc} (--nc); use the checkpoint's options, or a new --outf")
         self.loader = datasets.DataLoader(self.dataset, batch_size=c.batch_size, shuffle=True, drop_last=True, seed=c.manual_seed)
 
         manual_seed(c.manual_seed)
         self.G = Generator(c.nz, c.ngf, self.nc, c.image_size).to(self.device)
-        self.D = Discriminator(c.ndf, self.nc, c.image_size).to(self.device)
-        self.optG = optim.Adam(self.G.parameters(), lr=c.lr, betas=(c.beta1, 0.999))
-        self.optD = optim.Adam(self.D.parameters(), lr=c.lr, betas=(c.beta1, 0.999))
+        self.D = Discriminator(c.ndf, self.nc, c.image_size, norm=c.d_norm, spectral_norm=c.spectral_norm).to(self.device)
+        self.optG = self._optimizer(self.G, c.lr_g or c.lr)
+        self.optD = self._optimizer(self.D, c.lr_d or c.lr)
+        self.total_steps = c.niter * len(self.loader)  # instance noise anneals over --niter epochs (not --max-steps)
+        # BatchNorm running statistics: checked for finiteness every step (they go inf long before
+        # a loss does when the learning rate is far too high).
+        self._running_stats = [(f"{prefix}.{name}", b) for prefix, m in (("G", self.G), ("D", self.D))
+                               for name, b in m.named_buffers() if name.endswith(("running_mean", "running_var"))]
         self.fixed_noise = self._noise(64)
         self.step = 0  # optimisation steps (D steps) done
-        self.epoch = 0  # current epoch
+        self.epoch = 0  # epochs completed (0-based index of the current epoch)
         self.batch = 0  # batches of the current epoch done
         self.g_steps = 0
-        os.makedirs(c.outf, exist_ok=True)
-        self.checkpoint_path = os.path.join(c.outf, CHECKPOINT)
-        self.log_path = os.path.join(c.outf, "log.csv")
-        self.eval_path = os.path.join(c.outf, "eval.csv")
-        self.best_path = os.path.join(c.outf, BEST_CHECKPOINT)
         self.best_fd = None
         self._eval_reference = None
         # None: at each epoch's end on the GPU (cheap there) when the data set has a shipped classifier;
@@ -138,21 +269,88 @@ class Trainer:
             self.eval_every = c.eval_every
         if self.eval_every:
             self._extractor = classifier.load(c.dataset, device=self.device)  # fails now, not after an epoch
-        if c.resume:
-            self.load_checkpoint(self.checkpoint_path)
+        if resume is not None:
+            self._apply_checkpoint(*resume)
+        else:  # a fresh run starts clean, once everything above has worked
+            removed = _clear_outputs(c.outf)
+            if removed and c.overwrite:
+                self.log(f"--overwrite: removed {len(removed)} file(s) of the earlier run in {c.outf}")
 
     # -- pieces --------------------------------------------------------------------------------
+    def _optimizer(self, model, lr):
+        c = self.config
+        if c.optimizer == "rmsprop":
+            return optim.RMSprop(model.parameters(), lr=lr)
+        return optim.Adam(model.parameters(), lr=lr, betas=(c.beta1, c.beta2))
+
+    def _set_hyper(self):
+        """Apply the config's learning rates (and Adam's betas) to both optimisers (after a resume)."""
+        c = self.config
+        for opt, lr in ((self.optG, c.lr_g or c.lr), (self.optD, c.lr_d or c.lr)):
+            for group in opt.param_groups:
+                group["lr"] = lr
+                if "betas" in group:
+                    group["betas"] = (c.beta1, c.beta2)
+
+    def _targets(self, n):
+        """D's targets for real and fake images: label_smooth and 0, each pair swapped with
+        probability label_flip (drawn from the global generator, so a resume replays them)."""
+        c = self.config
+        if not c.label_flip:
+            return c.label_smooth, 0.0
+        real, fake = losses.flip_labels(n, c.label_smooth, 0.0, c.label_flip, default_generator())
+        return Tensor(to_device(real, self.device)), Tensor(to_device(fake, self.device))
+
+    def _d_input(self, images, sigma):
+        """Instance noise: images + N(0, sigma^2) when sigma > 0 (the noise is a constant)."""
+        if not sigma:
+            return images
+        noise = default_generator().standard_normal(images.shape).astype(np.float32) * np.float32(sigma)
+        return images + Tensor(to_device(noise, self.device))
+
+    def _noise_sigma(self):
+        """instance_noise annealed linearly from its value at step 0 to 0 at the run's last step."""
+        c = self.config
+        if not c.instance_noise:
+            return 0.0
+        return c.instance_noise * max(0.0, 1.0 - self.step / max(1, self.total_steps))
+
+    def _clip_critic(self):
+        """WGAN: clip every critic parameter to [-clip, clip] in place."""
+        clip = self.config.clip
+        for p in self.D.parameters():
+            array_module(p.data).clip(p.data, -clip, clip, out=p.data)
+
     def _noise(self, n):
         z = default_generator().standard_normal((n, self.config.nz, 1, 1)).astype(np.float32)
         return Tensor(to_device(z, self.device))
-
-    def _labels(self, n, value):
-        return Tensor(to_device(np.full(n, value, dtype=np.float32), self.device))
 
     @staticmethod
     def _mean_sigmoid(logits):
         xp_data = logits.data
         return float((1.0 / (1.0 + np.exp(-np.clip(to_device(xp_data, "cpu").astype(np.float64), -500, 500)))).mean())
+
+    def _d_summary(self, out):
+        """What the log's D_x / D_G_z columns hold: the mean probability D gives for the BCE
+        losses, the mean raw output (score) for the others, whose D is no classifier."""
+        if self.config.loss in ("non-saturating", "minimax"):
+            return self._mean_sigmoid(out)
+        return float(to_device(out.data, "cpu").astype(np.float64).mean())
+
+    def _item_and_stats_finite(self, loss):
+        """loss.item(), and whether every BatchNorm running statistic is finite, in one host transfer.
+
+        x * 0 is 0 for a finite x and NaN for an infinite or NaN one, so one sum over all running
+        statistics (concatenated) is 0 exactly when they are all finite; it travels to the host with
+        the loss, so the check costs no extra synchronisation."""
+        xp = array_module(loss.data)
+        parts = [loss.data.reshape(1).astype(xp.float32)]
+        if self._running_stats:
+            stats = xp.concatenate([t.data.reshape(-1) for _, t in self._running_stats])
+            with np.errstate(invalid="ignore"):  # inf * 0 is the point (numpy warns; CuPy does not)
+                parts.append((stats * 0).sum().reshape(1).astype(xp.float32))
+        host = to_device(xp.concatenate(parts), "cpu")
+        return float(host[0]), bool(len(host) == 1 or host[1] == 0)
 
     def train_step(self, real_images):
         """One D step, and a G step when due. Returns the row for the log."""
@@ -160,41 +358,67 @@ class Trainer:
         t0 = time.perf_counter()
         real = Tensor(to_device(real_images, self.device))
         n = real.shape[0]
-        # D: maximise log D(x) + log(1 - D(G(z)))
+        sigma = self._noise_sigma()
+        # D (critic): minimise the loss's D part on D(x) and D(G(z)), plus any penalty
         self.D.zero_grad()
-        out_real = self.D(real)
-        err_real = F.binary_cross_entropy_with_logits(out_real, self._labels(n, c.label_smooth))
+        real_target, fake_target = self._targets(n)
+        out_real = self.D(self._d_input(real, sigma))
         fake = self.G(self._noise(n))
-        out_fake = self.D(fake.detach())
-        err_fake = F.binary_cross_entropy_with_logits(out_fake, self._labels(n, 0.0))
-        err_d = err_real + err_fake
+        out_fake = self.D(self._d_input(fake.detach(), sigma))
+        err_d = losses.d_loss(c.loss, out_real, out_fake, real_target, fake_target)
+        if c.loss == "wgan-gp":
+            err_d = err_d + c.gp_weight * losses.gradient_penalty(self.D, real, fake.detach())
+        if c.r1:
+            err_d = err_d + (c.r1 / 2) * losses.r1_penalty(self.D, real)
         err_d.backward()
         self.optD.step()
-        row = {"step": self.step + 1, "epoch": self.epoch, "loss_D": err_d.item(),
-               "D_x": self._mean_sigmoid(out_real), "D_G_z1": self._mean_sigmoid(out_fake), "loss_G": "", "D_G_z2": ""}
-        self._check_finite("loss_D", row["loss_D"])
+        if c.loss == "wgan":
+            self._clip_critic()
+        loss_d, stats_ok = self._item_and_stats_finite(err_d)
+        row = {"step": self.step + 1, "epoch": self.epoch + 1, "loss_D": loss_d,
+               "D_x": self._d_summary(out_real), "D_G_z1": self._d_summary(out_fake), "loss_G": "", "D_G_z2": ""}
+        self._check_finite("loss_D", loss_d, stats_ok)
         # G: after every d_steps D steps
         if (self.step + 1) % c.d_steps == 0:
             self.G.zero_grad()
-            out = self.D(fake)
-            if c.g_loss == "non-saturating":
-                err_g = F.binary_cross_entropy_with_logits(out, self._labels(n, 1.0))  # -log D(G(z))
-            else:
-                err_g = -F.binary_cross_entropy_with_logits(out, self._labels(n, 0.0))  # log(1 - D(G(z)))
+            out = self.D(self._d_input(fake, sigma))
+            err_g = losses.g_loss(c.loss, out)
             err_g.backward()
             self.optG.step()
             self.g_steps += 1
-            row["loss_G"] = err_g.item()
-            row["D_G_z2"] = self._mean_sigmoid(out)
-            self._check_finite("loss_G", row["loss_G"])
+            row["loss_G"], stats_ok = self._item_and_stats_finite(err_g)
+            row["D_G_z2"] = self._d_summary(out)
+            self._check_finite("loss_G", row["loss_G"], stats_ok)
         self.step += 1
         row["seconds"] = round(time.perf_counter() - t0, 6)
         return row
 
-    def _check_finite(self, name, value):
+    def _check_finite(self, name, value, stats_ok=True):
+        if math.isfinite(value) and stats_ok:
+            return
+        what = []
         if not math.isfinite(value):
-            kept = f"the last good checkpoint {self.checkpoint_path} is kept" if os.path.exists(self.checkpoint_path) else "no checkpoint was written yet"
-            raise TrainingDiverged(f"{name} is {value} at step {self.step + 1} (epoch {self.epoch}): training stopped; {kept}")
+            what.append(f"{name} is {value}")
+        if not stats_ok:
+            arrays = {key: to_device(t.data, "cpu") for key, t in self._running_stats}
+            bad = _first_non_finite(arrays)
+            what.append(f"{bad[0]} holds {bad[1]}" if bad else "a BatchNorm running statistic is not finite")
+        raise TrainingDiverged(
+            f"{' and '.join(what)} at step {self.step + 1} (epoch {self.epoch + 1}): training stopped; {self._kept()}")
+
+    def _epoch_of_last_step(self):
+        """The 1-based epoch of the last step done (the one just completed at an epoch's end)."""
+        return self.epoch if self.batch == 0 and self.epoch > 0 else self.epoch + 1
+
+    def _kept(self):
+        """The truth about the checkpoint on disk, for a divergence message."""
+        path = self.checkpoint_path
+        if self._good_step is not None and os.path.exists(path):
+            return (f"the last finite checkpoint, {path} (step {self._good_step}), is kept "
+                    "(--resume continues from it, e.g. with a lower --lr)")
+        if os.path.exists(path):
+            return f"{path} was not written by this run"
+        return "no checkpoint was written"
 
     # -- outputs -------------------------------------------------------------------------------
     def sample_fixed(self):
@@ -206,14 +430,18 @@ class Trainer:
         return images
 
     def write_grid(self, epoch):
-        path = os.path.join(self.config.outf, f"fake_samples_epoch_{epoch:03d}.png")
-        datasets.save_image_grid(self.sample_fixed(), path, nrow=8)
+        """The sample grid for `epoch`, numbered from 1 (fake_samples_epoch_001.png after the first)."""
+        path = os.path.join(self.config.outf, GRID_NAME.format(epoch))
+        with _writing(path):
+            datasets.save_image_grid(self.sample_fixed(), path, nrow=8)
         return path
 
     def write_plot(self):
         from .plot import plot_log
 
-        plot_log(self.log_path, os.path.join(self.config.outf, "losses.png"))
+        path = os.path.join(self.config.outf, "losses.png")
+        with _writing(path):
+            plot_log(self.log_path, path)
 
     def checkpoint_tensors_and_meta(self):
         tensors = {"fixed_noise": self.fixed_noise.data}
@@ -228,64 +456,168 @@ class Trainer:
             "epoch": self.epoch, "batch": self.batch, "step": self.step, "g_steps": self.g_steps,
             "best_frechet_distance": self.best_fd, "rng_state": get_rng_state(), "optG": optg_meta, "optD": optd_meta, "config": config,
             "model": {"kind": "dcgan", "nz": self.config.nz, "ngf": self.config.ngf, "ndf": self.config.ndf,
-                      "nc": self.nc, "image_size": self.config.image_size},
+                      "nc": self.nc, "image_size": self.config.image_size, "d_norm": self.config.d_norm,
+                      "spectral_norm": self.config.spectral_norm},
         }
         return tensors, meta
 
     def save_checkpoint(self, path=None):
+        """Write the checkpoint, after checking every tensor in it (weights, BatchNorm buffers, Adam
+        state, the fixed noise) is finite; TrainingDiverged, and nothing written, otherwise."""
         path = path or self.checkpoint_path
         tensors, meta = self.checkpoint_tensors_and_meta()
-        ckpt.save(path, tensors, meta)
+        arrays = {name: np.asarray(to_device(a, "cpu")) for name, a in tensors.items()}
+        bad = _first_non_finite(arrays)
+        if bad:
+            raise TrainingDiverged(
+                f"{bad[0]} holds {bad[1]} at step {self.step} (epoch {self._epoch_of_last_step()}): {path} was not written and "
+                f"training stopped; {self._kept()}")
+        with _writing(path):
+            ckpt.save(path, arrays, meta)
+        if path == self.checkpoint_path:
+            self._good_step = self.step
         return path
 
-    def load_checkpoint(self, path):
+    def _read_resume_checkpoint(self):
+        """Read and check the checkpoint to resume from, before anything is built: the model
+        description, every tensor finite, and the options that must not change."""
+        c = self.config
+        path = self.checkpoint_path
         tensors, meta = ckpt.load(path)
-        model = meta.get("model", {})
-        expected = {"nz": self.config.nz, "ngf": self.config.ngf, "ndf": self.config.ndf, "nc": self.nc,
-                    "image_size": self.config.image_size}
-        for key, value in expected.items():
-            if model.get(key) != value:
-                raise ckpt.CheckpointError(
-                    f"checkpoint {path} was made with {key}={model.get(key)} but this run has {key}={value}; "
-                    "use the same options to resume, or a new --outf"
-                )
-        ckpt.load_module("G", self.G, tensors, path)
-        ckpt.load_module("D", self.D, tensors, path)
-        ckpt.load_optimizer("optG", self.optG, tensors, meta["optG"], path)
-        ckpt.load_optimizer("optD", self.optD, tensors, meta["optD"], path)
-        self.fixed_noise = Tensor(to_device(tensors["fixed_noise"], self.device))
-        set_rng_state(meta["rng_state"])
-        self.epoch, self.batch, self.step, self.g_steps = meta["epoch"], meta["batch"], meta["step"], meta["g_steps"]
-        self.best_fd = meta.get("best_frechet_distance")
+        if not isinstance(meta, dict):
+            raise ckpt.CheckpointError(f"checkpoint {path} has metadata of type {type(meta).__name__}, not an object")
+        model = check_model_description(meta, tensors, path, discriminator=True)
+        bad = _first_non_finite(tensors)
+        if bad:
+            raise ckpt.CheckpointError(
+                f"checkpoint {path} holds {bad[1]} in {bad[0]} (from a diverged run?); it cannot be resumed")
+        stored = meta.get("config")
+        if not isinstance(stored, dict):
+            raise ckpt.CheckpointError(f"checkpoint {path} has no training options ('config' is {_short(stored)})")
+        # Options the user left unset come from the checkpoint.
+        if c.manual_seed is None:
+            seed = stored.get("manual_seed")
+            if isinstance(seed, bool) or not isinstance(seed, int):
+                raise ckpt.CheckpointError(f"checkpoint {path} has a bad manual_seed {_short(seed)} (not an integer)")
+            c.manual_seed = seed
+        # Options that fix the model or the data order: every difference is named.
+        current = {"nz": c.nz, "ngf": c.ngf, "ndf": c.ndf, "image_size": c.image_size, "nc": c.channels,
+                   "dataset": c.dataset, "batch_size": c.batch_size, "fake_size": c.fake_size, "manual_seed": c.manual_seed,
+                   "d_norm": c.d_norm, "spectral_norm": c.spectral_norm, "optimizer": c.optimizer}
+        differ = []
+        for key, flag in _FIXED_OPTIONS.items():
+            now = current[key]
+            before = model[key] if key in model else stored.get(key, _MISSING)
+            if before is _MISSING and key == "optimizer":
+                before = "adam"  # checkpoints from before RMSprop
+            if key == "nc" and now is None:
+                continue  # the data set's channels: checked once it is loaded
+            if key == "fake_size" and _canonical_dataset(c.dataset) != "fake":
+                continue  # only the fake data set has a size
+            if not _same_option(key, before, now):
+                differ.append(f"{flag}: checkpoint {_show(before, now)}, this run {now!r}")
+        if differ:
+            raise ckpt.CheckpointError(
+                f"cannot resume from {path}: these options fix the model or the data order and differ from the "
+                f"checkpoint's: {'; '.join(differ)}. Use the checkpoint's values to resume, or start a new run "
+                "(another --outf, or --overwrite)")
+        stored_root = stored.get("dataroot")
+        if stored_root is not None and not isinstance(stored_root, str):
+            raise ckpt.CheckpointError(f"checkpoint {path} has a bad dataroot {_short(stored_root)} (not a string)")
+        if c.dataroot is None:
+            c.dataroot = stored_root
+        elif stored_root != c.dataroot:
+            self.log(f"resume: dataroot {stored_root!r} -> {c.dataroot!r} (it must hold the same images)")
+        return tensors, meta, model
+
+    def _apply_checkpoint(self, tensors, meta, model):
+        c = self.config
+        path = self.checkpoint_path
+        stored = meta["config"]
+        try:
+            ckpt.load_module("G", self.G, tensors, path)
+            ckpt.load_module("D", self.D, tensors, path)
+            ckpt.load_optimizer("optG", self.optG, tensors, meta["optG"], path)
+            ckpt.load_optimizer("optD", self.optD, tensors, meta["optD"], path)
+            fixed = tensors["fixed_noise"]
+            if tuple(fixed.shape) != (64, c.nz, 1, 1):
+                raise ValueError(f"fixed_noise has shape {tuple(fixed.shape)}, expected {(64, c.nz, 1, 1)}")
+            set_rng_state(meta["rng_state"])
+            position = {key: meta[key] for key in ("epoch", "batch", "step", "g_steps")}
+            for key, value in position.items():
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ValueError(f"{key} is {_short(value)}, not a non-negative integer")
+            if position["batch"] > len(self.loader):
+                raise ValueError(f"batch {position['batch']} is past the epoch's {len(self.loader)} batches")
+            best = meta.get("best_frechet_distance")
+            if best is not None and (isinstance(best, bool) or not isinstance(best, (int, float))):
+                raise ValueError(f"best_frechet_distance is {_short(best)}")
+        except ckpt.CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            detail = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise ckpt.CheckpointError(f"checkpoint {path} has bad training state: {detail}") from None
+        self.fixed_noise = Tensor(to_device(np.ascontiguousarray(fixed, dtype=np.float32), self.device))
+        self.epoch, self.batch, self.step, self.g_steps = (position[k] for k in ("epoch", "batch", "step", "g_steps"))
+        self.best_fd = best
+        self._good_step = self.step
+        # Changed optimiser and loop options: applied, printed, and recorded by the next checkpoint.
+        before = dict(stored)
+        if before.get("loss") is None and "g_loss" in before:  # checkpoints from before --loss
+            before["loss"] = before["g_loss"]
+        for key, label in _CHANGEABLE_OPTIONS.items():
+            now = getattr(c, key)
+            if before.get(key, _MISSING) is _MISSING and now == recipes.DEFAULTS.get(key, now):
+                continue  # an option newer than the checkpoint, at its default
+            if not _same_option(key, before.get(key, _MISSING), now):
+                self.log(f"resume: {label} {_show(before.get(key, _MISSING), now)} -> {now!r}")
+        self._set_hyper()
         _truncate_log(self.eval_path, self.step)
-        self.loader = datasets.DataLoader(self.dataset, batch_size=self.config.batch_size, shuffle=True, drop_last=True,
-                                          seed=meta["config"]["manual_seed"])
-        self.config.manual_seed = meta["config"]["manual_seed"]
         _truncate_log(self.log_path, self.step)
-        self.log(f"resumed from {path}: epoch {self.epoch}, batch {self.batch}, step {self.step}")
+        where = f"epoch {self.epoch + 1}, batch {self.batch}" if self.epoch < c.niter else f"after epoch {self.epoch}"
+        self.log(f"resumed from {path}: step {self.step}, {where}")
 
     # -- the loop ------------------------------------------------------------------------------
     def fit(self):
+        """Train until niter epochs (or max_steps) are done; releases the folder's lock at the end."""
+        try:
+            self._fit()
+        finally:
+            self.close()
+        return self
+
+    def _fit(self):
         c = self.config
-        interrupted = _InterruptFlag()
+        interrupted = _InterruptFlag(self._abort_note)
+        interrupted.doing("step", self.step + 1)
         new_log = not os.path.exists(self.log_path) or self.step == 0
-        log_file = open(self.log_path, "w" if new_log else "a", newline="", buffering=1)  # line-buffered: tail -f works
+        with _writing(self.log_path):
+            log_file = open(self.log_path, "w" if new_log else "a", newline="", buffering=1)  # line-buffered: tail -f works
         writer = csv.DictWriter(log_file, fieldnames=LOG_FIELDS)
-        if new_log:
-            writer.writeheader()
-        if self.step == 0:
-            first = next(iter(self.loader.iter_epoch(0)))
-            datasets.save_image_grid(first[:64], os.path.join(c.outf, "real_samples.png"), nrow=8)
         steps_per_epoch = len(self.loader)
-        stop = False
+        bar = _NullBar()
         try:
             with interrupted:
-                while self.epoch < c.niter and not stop:
+                with _writing(self.log_path):
+                    if new_log:
+                        writer.writeheader()
+                if self.step == 0:
+                    first = next(iter(self.loader.iter_epoch(0)))
+                    path = os.path.join(c.outf, "real_samples.png")
+                    with _writing(path):
+                        datasets.save_image_grid(first[:64], path, nrow=8)
+                if c.max_steps is not None and self.step >= c.max_steps:
+                    self.log(f"nothing to do: the checkpoint is at step {self.step}, --max-steps is {c.max_steps}")
+                while self.epoch < c.niter and (c.max_steps is None or self.step < c.max_steps):
+                    interrupted.doing("step", self.step + 1)
                     bar = _progress(steps_per_epoch, self.batch, f"epoch {self.epoch + 1}/{c.niter}", c.progress)
+                    stop = False
                     for real in self.loader.iter_epoch(self.epoch, start=self.batch):
+                        interrupted.doing("step", self.step + 1)
                         row = self.train_step(real)
                         self.batch += 1
-                        writer.writerow(row)
+                        with _writing(self.log_path):
+                            writer.writerow(row)
                         bar.update(1)
                         bar.set_postfix(loss_D=f"{row['loss_D']:.3f}", loss_G=_fmt(row["loss_G"]), D_x=f"{row['D_x']:.2f}")
                         if self.eval_every > 0 and self.step % self.eval_every == 0:
@@ -293,6 +625,7 @@ class Trainer:
                         if interrupted.hit:
                             bar.close()
                             log_file.flush()
+                            interrupted.doing("save", self.step)
                             path = self.save_checkpoint()
                             self.log(f"\ninterrupted at step {self.step}: checkpoint written to {path}; resume with --resume")
                             raise KeyboardInterrupt
@@ -300,23 +633,42 @@ class Trainer:
                             stop = True
                             break
                     bar.close()
+                    interrupted.doing("save", self.step)
                     if self.batch >= steps_per_epoch:
                         self.epoch, self.batch = self.epoch + 1, 0
-                        self._end_of_epoch(log_file, epoch_done=self.epoch - 1)
+                        self._end_of_epoch(log_file, self.epoch, steps_per_epoch)
                     else:
-                        self._end_of_epoch(log_file, epoch_done=self.epoch)
+                        self._end_of_epoch(log_file, self.epoch + 1, steps_per_epoch)
+                    if stop:
+                        break
+                    if interrupted.hit and self.epoch < c.niter:  # the end-of-epoch checkpoint is written
+                        self.log(f"\ninterrupted at step {self.step}: checkpoint written to {self.checkpoint_path}; "
+                                 "resume with --resume")
+                        raise KeyboardInterrupt
         finally:
+            bar.close()  # a bar cut short by an error ends its line before the message
             log_file.close()
         return self
 
-    def _end_of_epoch(self, log_file, epoch_done):
+    def _end_of_epoch(self, log_file, epoch, steps_per_epoch):
+        """Grid, plot, evaluation and checkpoint for `epoch` (1-based), complete or cut short."""
         log_file.flush()
-        grid = self.write_grid(epoch_done)
+        grid = self.write_grid(epoch)
         self.write_plot()
         if self.eval_every < 0:
             self.evaluate()
         path = self.save_checkpoint()
-        self.log(f"epoch {epoch_done + 1}: step {self.step}, samples {grid}, checkpoint {path}")
+        if self.batch == 0:
+            self.log(f"epoch {epoch}/{self.config.niter} done: step {self.step}, samples {grid}, checkpoint {path}")
+        else:
+            self.log(f"stopped in epoch {epoch}/{self.config.niter} after batch {self.batch} of {steps_per_epoch}: "
+                     f"step {self.step}, samples {grid}, checkpoint {path}")
+
+    def _abort_note(self):
+        if self._good_step is not None and os.path.exists(self.checkpoint_path):
+            return (f"{self.checkpoint_path} (step {self._good_step}) stays as it was; "
+                    f"the steps after it ({self.step - self._good_step} so far) are lost")
+        return f"no checkpoint was written: the {self.step} finished step(s) of this run are lost"
 
     # -- evaluation ----------------------------------------------------------------------------
     def evaluate(self):
@@ -331,9 +683,9 @@ class Trainer:
         images = ev.generate(self.G, self.config.eval_n, seed=0, device=self.device)
         result = ev.evaluate_images(images, self._eval_reference)
         row = {key: result.get(key) for key in EVAL_FIELDS}
-        row.update(step=self.step, epoch=self.epoch, seconds=round(time.perf_counter() - started, 2))
+        row.update(step=self.step, epoch=self.epoch + 1, seconds=round(time.perf_counter() - started, 2))
         new = not os.path.exists(self.eval_path)
-        with open(self.eval_path, "a", newline="") as f:
+        with _writing(self.eval_path), open(self.eval_path, "a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=EVAL_FIELDS)
             if new:
                 writer.writeheader()
@@ -353,6 +705,52 @@ def _fmt(v):
     return f"{v:.3f}" if isinstance(v, float) else "-"
 
 
+def _short(value, limit=60):
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _canonical_dataset(name):
+    try:
+        return datasets._canonical_name(name)
+    except ValueError:
+        return None
+
+
+def _same_option(key, stored, now):
+    """Compare a value from a checkpoint (any JSON type, possibly hostile) with this run's."""
+    if key == "dataset":
+        return isinstance(stored, str) and _canonical_dataset(stored) == _canonical_dataset(now)
+    if isinstance(now, bool) or isinstance(stored, bool):
+        return type(now) is type(stored) and now == stored
+    if isinstance(now, int):
+        return type(stored) is int and stored == now
+    if isinstance(now, float):
+        return isinstance(stored, (int, float)) and float(stored) == now
+    return type(stored) is type(now) and stored == now
+
+
+def _show(stored, now):
+    """A stored value for a message: its repr, with its type when that differs from this run's
+    (so a string "8" never reads like the number 8)."""
+    if stored is _MISSING:
+        return "(not recorded)"
+    text = _short(stored)
+    if stored is not None and now is not None and not isinstance(stored, type(now)) \
+            and not (isinstance(stored, int) and isinstance(now, float)):
+        text += f" (a {type(stored).__name__})"
+    return text
+
+
+def _first_non_finite(arrays):
+    """(name, "NaN"/"inf") of the first floating-point array with a non-finite value, or None."""
+    for name, a in arrays.items():
+        a = np.asarray(a)
+        if a.dtype.kind in "fc" and not np.isfinite(a).all():
+            return name, ("NaN" if np.isnan(a).any() else "inf")
+    return None
+
+
 class _NullBar:
     def update(self, n):
         pass
@@ -365,19 +763,38 @@ class _NullBar:
 
 
 def _progress(total, done, desc, enabled):
-    if not enabled:
+    """A tqdm bar on stderr when enabled and stderr is a terminal: redirected to a file, a bar
+    would fill it with carriage returns."""
+    stream = sys.stderr
+    if not enabled or stream is None or not getattr(stream, "isatty", lambda: False)():
         return _NullBar()
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=done, desc=desc, dynamic_ncols=True, file=sys.stderr)
+    return tqdm(total=total, initial=done, desc=desc, dynamic_ncols=True, file=stream)
+
+
+def _say(text):
+    """Write a line to stderr from a signal handler: os.write, no Python buffer (which a handler
+    may interrupt mid-write) is involved."""
+    with contextlib.suppress(OSError):
+        os.write(2, ("\n" + text + "\n").encode())
 
 
 class _InterruptFlag:
-    """Defers Ctrl-C to the end of the current step, so a checkpoint never holds a half update."""
+    """Defers Ctrl-C to the end of the current step, so a checkpoint never holds a half update.
 
-    def __init__(self):
-        self.hit = False
+    First Ctrl-C: say at once that the step is being finished and a checkpoint saved. Second: the
+    save goes on (say so). Third: abort now, saying what is lost."""
+
+    def __init__(self, abort_note=lambda: ""):
+        self.count = 0
+        self.phase, self.step = "step", None  # what the loop is doing: ("step", n) finishing step n; ("save", n)
+        self._abort_note = abort_note
         self._previous = None
+
+    @property
+    def hit(self):
+        return self.count > 0
 
     def __enter__(self):
         import threading
@@ -386,15 +803,139 @@ class _InterruptFlag:
             self._previous = signal.signal(signal.SIGINT, self._handler)
         return self
 
+    def doing(self, phase, step):
+        self.phase, self.step = phase, step
+
     def _handler(self, signum, frame):
-        if self.hit:  # a second Ctrl-C stops at once
+        self.count += 1
+        saving = self.phase == "save"
+        what = f"saving the checkpoint of step {self.step}" if saving else f"finishing step {self.step}"
+        if self.count == 1:
+            then = "then stopping" if saving else "then saving a checkpoint and stopping"
+            _say(f"pygan: Ctrl-C: {what}, {then} (press Ctrl-C twice more to abort)")
+        elif self.count == 2:
+            then = "" if saving else ", then saving the checkpoint"
+            _say(f"pygan: still {what}{then}; press Ctrl-C once more to abort without it")
+        else:
+            note = ""
+            with contextlib.suppress(Exception):
+                note = self._abort_note()
+            _say(f"pygan: aborted while {what}: {note}")
             raise KeyboardInterrupt
-        self.hit = True
 
     def __exit__(self, *exc):
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
         return False
+
+
+@contextlib.contextmanager
+def _writing(path):
+    """Name `path` in an OSError that names no file (a full disk reports ENOSPC on write(), with
+    no file name), so the user learns what could not be written."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None and exc.errno is not None:
+            raise type(exc)(exc.errno, exc.strerror or os.strerror(exc.errno), os.fspath(path)) from exc
+        raise
+
+
+def _prepare_output_folder(outf):
+    """Make sure `outf` is a folder we can write, with a clear message when it is not."""
+    if os.path.exists(outf) and not os.path.isdir(outf):
+        raise NotADirectoryError(errno.ENOTDIR, "--outf is a file, not a folder", outf)
+    try:
+        os.makedirs(outf, exist_ok=True)
+    except OSError as exc:
+        raise type(exc)(exc.errno, f"cannot create the --outf folder: {exc.strerror}", exc.filename or outf) from None
+    if not os.access(outf, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, "cannot write to the --outf folder: permission denied", outf)
+
+
+class _RunLock:
+    """An exclusive, non-blocking flock on OUTF/.lock, holding the owner's PID. The kernel drops it
+    when the process ends in any way (kill -9 included), so it is never stale."""
+
+    def __init__(self, folder):
+        import fcntl
+
+        self.path = os.path.join(folder, LOCK)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise type(exc)(exc.errno, f"cannot write to the --outf folder: {exc.strerror}", self.path) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = ""
+            with contextlib.suppress(OSError, ValueError):
+                holder = os.pread(fd, 32, 0).decode().strip()
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                who = f"process {holder}" if holder.isdigit() else "another process"
+                raise OutputFolderBusy(
+                    f"--outf {folder} is in use by another pygan train run ({who} holds {self.path}); wait for it "
+                    "to finish or choose another --outf") from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+
+    def release(self):
+        fd, self.fd = getattr(self, "fd", None), None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            os.close(fd)  # closing the last descriptor drops the flock
+
+    __del__ = release
+
+
+def _pid_alive(pid):
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _remove_stale_temp_files(folder):
+    """Remove temporary files that a killed run left in `folder` (called with the lock held):
+    atomic_write's `.<name>.<pid>.<hex>.tmp` whose process is gone (or is this one, which has
+    written nothing yet), and older versions' `log.csv.tmp`. Returns the names removed."""
+    removed = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            match = _TEMP_RE.match(entry.name)
+            if match:
+                pid = int(match["pid"])
+                if pid != os.getpid() and _pid_alive(pid):
+                    continue  # maybe another command (pygan sample --out here) writing right now
+            elif entry.name not in _OLD_TEMP_NAMES:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed.append(entry.name)
+    return sorted(removed)
+
+
+def _clear_outputs(folder):
+    """Remove what an earlier run wrote in `folder` (a fresh run starts clean). Returns the names."""
+    removed = []
+    for name in sorted(os.listdir(folder)):
+        if name in _OUTPUT_NAMES or _GRID_RE.match(name):
+            path = os.path.join(folder, name)
+            if os.path.isfile(path) and not os.path.islink(path):
+                os.unlink(path)
+                removed.append(name)
+    return removed
 
 
 def _truncate_log(path, step):
@@ -403,22 +944,116 @@ def _truncate_log(path, step):
         return
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        rows = [r for r in reader if r.get("step", "").isdigit() and int(r["step"]) <= step]
+        rows = [r for r in reader if (r.get("step") or "").isdigit() and int(r["step"]) <= step]
         fields = reader.fieldnames or LOG_FIELDS
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    with _writing(path), ckpt.atomic_write(path) as f:
+        f.write(text.getvalue().encode("utf-8"))
+
+
+def _generator_shapes(nz, ngf, nc, image_size):
+    """{state name: shape} of Generator(nz, ngf, nc, image_size), computed without building it."""
+    n = int(math.log2(image_size)) - 2
+    chans = [nz] + [ngf * 2 ** (n - 1 - k) for k in range(n)] + [nc]
+    shapes = {}
+    for k in range(n + 1):
+        shapes[f"main.{3 * k}.weight"] = (chans[k], chans[k + 1], 4, 4)
+        if k < n:
+            c = chans[k + 1]
+            shapes.update({f"main.{3 * k + 1}.{p}": (c,) for p in ("weight", "bias", "running_mean", "running_var")})
+            shapes[f"main.{3 * k + 1}.num_batches_tracked"] = ()
+    return shapes
+
+
+def _discriminator_shapes(ndf, nc, image_size, norm="batch", spectral_norm=False):
+    """{state name: shape} of Discriminator(ndf, nc, image_size, norm, spectral_norm), computed
+    without building it (the layer order is models.dcgan's)."""
+    n = int(math.log2(image_size)) - 2
+    chans = [nc] + [ndf * 2**k for k in range(n)] + [1]
+    shapes, index = {}, 0
+
+    def conv(c_in, c_out, bias):
+        if spectral_norm:
+            shapes.update({f"main.{index}.weight_orig": (c_out, c_in, 4, 4), f"main.{index}.weight_u": (c_out,),
+                           f"main.{index}.weight_v": (c_in * 16,)})
+        else:
+            shapes[f"main.{index}.weight"] = (c_out, c_in, 4, 4)
+        if bias:
+            shapes[f"main.{index}.bias"] = (c_out,)
+
+    for k in range(n + 1):
+        has_norm = 1 <= k < n and norm != "none"
+        conv(chans[k], chans[k + 1], bias=1 <= k < n and not has_norm)
+        index += 1
+        if has_norm:
+            c = chans[k + 1]
+            names = ("weight", "bias", "running_mean", "running_var") if norm == "batch" else ("weight", "bias")
+            shapes.update({f"main.{index}.{p}": (c,) for p in names})
+            if norm == "batch":
+                shapes[f"main.{index}.num_batches_tracked"] = ()
+            index += 1
+        index += 1  # LeakyReLU (none after the last conv)
+    return shapes
+
+
+def check_model_description(meta, tensors, path, discriminator=False):
+    """The checkpoint's `model` metadata, checked before anything is built: a dict of kind "dcgan"
+    with integer sizes in range, and the generator's (and with `discriminator`, D's) tensors
+    present with exactly the shapes those sizes give. CheckpointError naming the problem otherwise;
+    returns {nz, ngf, ndf, nc, image_size} (ndf None when absent and not needed)."""
+    model = meta.get("model") if isinstance(meta, dict) else None
+    if not isinstance(model, dict) or model.get("kind") != "dcgan":
+        raise ckpt.CheckpointError(f"checkpoint {path} holds no DCGAN model description (its 'model' is {_short(model)})")
+    keys = ("nz", "ngf", "ndf", "nc", "image_size") if discriminator else ("nz", "ngf", "nc", "image_size")
+    out = {"ndf": None}
+    for key in keys:
+        if key not in model:
+            raise ckpt.CheckpointError(f"checkpoint {path}: the model description lacks {key!r}")
+        value = model[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ckpt.CheckpointError(f"checkpoint {path}: model {key} is {_short(value)}, not an integer")
+        if key == "image_size":
+            ok = value in (32, 64, 128)
+        else:
+            ok = 1 <= value <= (_MAX_CHANNELS if key == "nc" else _MAX_WIDTH)
+        if not ok:
+            raise ckpt.CheckpointError(f"checkpoint {path}: model {key}={value} is out of range")
+        out[key] = value
+    for key, default in _MODEL_VARIANT_DEFAULTS.items():
+        value = model.get(key, default)
+        allowed = recipes.D_NORMS if key == "d_norm" else (True, False)
+        if type(value) is not type(default) or value not in allowed:
+            raise ckpt.CheckpointError(f"checkpoint {path}: model {key} is {_short(value)}, not one of {allowed}")
+        out[key] = value
+    expected = {f"G.{k}": v for k, v in _generator_shapes(out["nz"], out["ngf"], out["nc"], out["image_size"]).items()}
+    if discriminator:
+        d_shapes = _discriminator_shapes(out["ndf"], out["nc"], out["image_size"], out["d_norm"], out["spectral_norm"])
+        expected.update({f"D.{k}": v for k, v in d_shapes.items()})
+    for name, shape in expected.items():
+        if name not in tensors:
+            raise ckpt.CheckpointError(f"checkpoint {path} lacks tensor {name} (its model description: {_short(model)})")
+        have = tuple(tensors[name].shape)
+        if have != shape and not (shape == () and have in ((), (1,))):
+            raise ckpt.CheckpointError(
+                f"checkpoint {path}: tensor {name} has shape {have}, but the model description "
+                f"(nz={out['nz']}, ngf={out['ngf']}, nc={out['nc']}, image_size={out['image_size']}"
+                f"{', ndf=%d' % out['ndf'] if discriminator else ''}) needs {shape}")
+    return out
 
 
 def load_generator(path, device="cpu"):
-    """The generator stored in a training checkpoint, in eval mode, and the checkpoint's meta."""
+    """The generator stored in a training checkpoint, in eval mode, and the checkpoint's meta.
+
+    The model description is checked against the tensors before anything is built, and a
+    checkpoint whose generator holds NaN or inf (a diverged run) is refused, naming the tensor."""
     tensors, meta = ckpt.load(path)
-    model = meta.get("model")
-    if not model or model.get("kind") != "dcgan":
-        raise ckpt.CheckpointError(f"checkpoint {path} holds no DCGAN generator description")
+    model = check_model_description(meta, tensors, path)
+    bad = _first_non_finite({name: a for name, a in tensors.items() if name.startswith("G.")})
+    if bad:
+        raise ckpt.CheckpointError(f"checkpoint {path} holds {bad[1]} in {bad[0]} (from a diverged run?); refusing to use it")
     G = Generator(model["nz"], model["ngf"], model["nc"], model["image_size"])
     ckpt.load_module("G", G, tensors, path)
     return G.to(device).eval(), meta

@@ -20,11 +20,16 @@ def test_train_prints_options_and_writes_outputs(tmp_path, capsys):
     assert main(["train", *TINY, "--niter", "1", "--outf", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "options:" in out and '"batch_size": 16' in out and "steps per epoch" in out
-    assert (tmp_path / "fake_samples_epoch_000.png").exists() and (tmp_path / "checkpoint.safetensors").exists()
+    assert "epoch 1/1 done: step 2" in out and "done: 2 steps; 1 of 1 epochs complete; checkpoint" in out
+    assert (tmp_path / "fake_samples_epoch_001.png").exists() and (tmp_path / "checkpoint.safetensors").exists()
 
 
-def test_dry_run_takes_one_step(tmp_path):
+def test_dry_run_takes_one_step(tmp_path, capsys):
     assert main(["train", *TINY, "--dry-run", "--outf", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "stopped in epoch 1/25 after batch 1 of 2: step 1" in out
+    assert "done: 1 steps; 0 of 25 epochs complete and 1 of 2 batches of epoch 1;" in out
+    assert (tmp_path / "fake_samples_epoch_001.png").exists()
     lines = (tmp_path / "log.csv").read_text().strip().splitlines()
     assert len(lines) == 2  # header + one step
 

@@ -33,7 +33,7 @@ def quiet(*args, **kwargs):
 
 def test_a_tiny_run_writes_everything_and_losses_move(tmp_path):
     t = Trainer(tiny_config(tmp_path), log=quiet).fit()
-    for name in ("real_samples.png", "fake_samples_epoch_000.png", "fake_samples_epoch_001.png", "losses.png",
+    for name in ("real_samples.png", "fake_samples_epoch_001.png", "fake_samples_epoch_002.png", "losses.png",
                  "log.csv", "checkpoint.safetensors"):
         assert (tmp_path / name).exists(), name
     rows = read_rows(tmp_path / "log.csv")
@@ -44,7 +44,9 @@ def test_a_tiny_run_writes_everything_and_losses_move(tmp_path):
     assert len(set(loss_d)) == len(loss_d) and len(set(loss_g)) == len(loss_g)
     assert all(0 < float(r["D_x"]) < 1 for r in rows)
     assert t.step == 6 and t.epoch == 2
-    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]  # no temporary files left
+    assert not (tmp_path / "fake_samples_epoch_000.png").exists()  # epochs are numbered from 1
+    assert [r["epoch"] for r in rows] == ["1"] * 3 + ["2"] * 3
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]  # no temporary files left
 
 
 def test_resume_is_bit_identical_to_a_straight_run(tmp_path):
@@ -86,7 +88,7 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path):
     before = path.read_bytes()
     t = Trainer(tiny_config(tmp_path, niter=2, resume=True), log=quiet)
     t.D.main[0].weight.data[...] = np.nan
-    with pytest.raises(TrainingDiverged, match=r"loss_D is nan at step 4 \(epoch 1\).*last good checkpoint"):
+    with pytest.raises(TrainingDiverged, match=r"loss_D is nan .*at step 4 \(epoch 2\).*last finite checkpoint.*step 3"):
         t.fit()
     assert path.read_bytes() == before
 
@@ -105,7 +107,7 @@ def test_a_corrupt_checkpoint_is_a_clear_error(tmp_path):
 
 def test_resume_with_other_model_options_is_refused(tmp_path):
     Trainer(tiny_config(tmp_path, niter=1), log=quiet).fit()
-    with pytest.raises(ckpt.CheckpointError, match="nz=8 but this run has nz=9"):
+    with pytest.raises(ckpt.CheckpointError, match="--nz: checkpoint 8, this run 9"):
         Trainer(tiny_config(tmp_path, nz=9, resume=True), log=quiet)
 
 
@@ -118,7 +120,8 @@ def test_checkpoints_hold_no_pickle(tmp_path):
     Trainer(tiny_config(tmp_path, niter=1), log=quiet).fit()
     tensors, meta = ckpt.load(str(tmp_path / "checkpoint.safetensors"))
     assert all(isinstance(v, np.ndarray) for v in tensors.values())
-    assert meta["model"] == {"kind": "dcgan", "nz": 8, "ngf": 4, "ndf": 4, "nc": 1, "image_size": 32}
+    assert meta["model"] == {"kind": "dcgan", "nz": 8, "ngf": 4, "ndf": 4, "nc": 1, "image_size": 32, "d_norm": "batch",
+                             "spectral_norm": False}
     G, _ = load_generator(str(tmp_path / "checkpoint.safetensors"))
     assert not G.training
 
@@ -126,9 +129,78 @@ def test_checkpoints_hold_no_pickle(tmp_path):
 @pytest.mark.parametrize(
     "overrides, word",
     [({"batch_size": 0}, "batch_size"), ({"image_size": 48}, "imageSize"), ({"lr": -1.0}, "lr"),
-     ({"g_loss": "hinge"}, "g_loss"), ({"label_smooth": 1.5}, "label_smooth"), ({"device": "tpu"}, "device"),
+     ({"g_loss": "bce"}, "loss must be one of"), ({"label_smooth": 1.5}, "label_smooth"), ({"device": "tpu"}, "device"),
      ({"batch_size": 1000}, "batchSize 1000 is larger")],
 )
 def test_bad_options_are_named(tmp_path, overrides, word):
     with pytest.raises(ValueError, match=word):
         Trainer(tiny_config(tmp_path, **overrides), log=quiet)
+
+
+def test_resume_applies_changed_optimiser_options_and_records_them(tmp_path):
+    Trainer(tiny_config(tmp_path, niter=1), log=quiet).fit()
+    said = []
+    t = Trainer(tiny_config(tmp_path, niter=2, resume=True, lr=0.5, beta1=0.0, d_steps=2, max_steps=5), log=said.append)
+    assert "resume: lr 0.0002 -> 0.5" in said and "resume: beta1 0.5 -> 0.0" in said
+    assert "resume: d_steps 1 -> 2" in said and "resume: niter 1 -> 2" in said and "resume: max_steps None -> 5" in said
+    for opt in (t.optG, t.optD):
+        assert all(g["lr"] == 0.5 and g["betas"] == (0.0, 0.999) for g in opt.param_groups)
+    t.fit()
+    _, meta = ckpt.load(str(tmp_path / "checkpoint.safetensors"))
+    assert meta["config"]["lr"] == 0.5 and meta["config"]["d_steps"] == 2 and meta["step"] == 5
+    assert meta["optG"]["param_groups"][0]["lr"] == 0.5 and meta["optD"]["param_groups"][0]["betas"] == [0.0, 0.999]
+    assert t.g_steps == 3 + 1  # 3 in the first epoch, then one per two D steps (steps 4 and 5: G at step 4)
+
+
+def test_resume_names_every_option_that_fixes_the_model_or_the_data(tmp_path):
+    Trainer(tiny_config(tmp_path, niter=1), log=quiet).fit()
+    with pytest.raises(ckpt.CheckpointError) as exc:
+        Trainer(tiny_config(tmp_path, resume=True, batch_size=8, ngf=5, manual_seed=8, fake_size=64), log=quiet)
+    message = str(exc.value)
+    for part in ("--batchSize: checkpoint 16, this run 8", "--ngf: checkpoint 4, this run 5",
+                 "--manualSeed: checkpoint 7, this run 8", "--fake-size: checkpoint 48, this run 64"):
+        assert part in message
+    assert "--nz" not in message and "--ndf" not in message
+    t = Trainer(tiny_config(tmp_path, resume=True, manual_seed=None), log=quiet)  # an unset seed is the checkpoint's
+    assert t.config.manual_seed == 7
+    t.close()
+
+
+def test_the_progress_bar_only_on_a_terminal(monkeypatch):
+    import io
+
+    from pygan import train
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr("sys.stderr", io.StringIO())
+    assert isinstance(train._progress(10, 0, "epoch 1/1", True), train._NullBar)
+    monkeypatch.setattr("sys.stderr", Terminal())
+    bar = train._progress(10, 0, "epoch 1/1", True)
+    assert not isinstance(bar, train._NullBar)
+    bar.close()
+    assert isinstance(train._progress(10, 0, "epoch 1/1", False), train._NullBar)
+
+
+def test_the_loss_plot_smooths_and_survives_odd_rows(tmp_path):
+    from pygan import plot
+
+    assert plot.ema([2.0] * 5, 0.9) == pytest.approx([2.0] * 5)  # bias-corrected: no pull towards 0
+    assert plot.ema_weight(5) == 0.0 and 0.5 < plot.ema_weight(1000) <= 0.99
+    log = tmp_path / "log.csv"
+    rows = ["step,epoch,loss_D,loss_G,D_x,D_G_z1,D_G_z2,seconds"]
+    rows += [f"{i},1,{1 + 0.1 * (i % 3)},{'' if i % 2 else 0.7},0.6,0.4,{'' if i % 2 else 0.45},0.01" for i in range(1, 40)]
+    rows += ["40,1,nan,inf,0.5,0.5,0.5,0.01", "garbage"]
+    log.write_text("\n".join(rows) + "\n")
+    out = plot.plot_log(str(log), str(tmp_path / "losses.png"))
+    assert os.path.getsize(out) > 10_000
+
+
+def test_resume_at_max_steps_takes_no_step(tmp_path):
+    Trainer(tiny_config(tmp_path, niter=1, max_steps=2), log=quiet).fit()
+    said = []
+    t = Trainer(tiny_config(tmp_path, niter=1, max_steps=2, resume=True), log=said.append).fit()
+    assert t.step == 2 and len(read_rows(tmp_path / "log.csv")) == 2
+    assert any("nothing to do" in line for line in said)

@@ -8,7 +8,11 @@ from .modules import (
     BatchNorm2d,
     Conv2d,
     ConvTranspose2d,
+    Embedding,
     Flatten,
+    GroupNorm,
+    InstanceNorm2d,
+    LayerNorm2d,
     LeakyReLU,
     Module,
     Parameter,
@@ -19,6 +23,7 @@ from .modules import (
 )
 
 __all__ = [
-    "AvgPool2d", "GlobalAvgPool2d", "Linear", "BatchNorm2d", "Conv2d", "ConvTranspose2d", "Flatten", "LeakyReLU", "Module", "Parameter", "ReLU",
+    "AvgPool2d", "GlobalAvgPool2d", "Linear", "BatchNorm2d", "Conv2d", "ConvTranspose2d", "Embedding", "Flatten",
+    "GroupNorm", "InstanceNorm2d", "LayerNorm2d", "LeakyReLU", "Module", "Parameter", "ReLU",
     "Sequential", "Sigmoid", "Tanh", "functional", "init", "utils",
 ]

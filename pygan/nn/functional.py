@@ -2,10 +2,21 @@
 
 Each op is a Function whose forward and backward are the registry's `<op>_forward` and
 `<op>_backward`, so the same code runs on numpy (reference) and CuPy (our CUDA kernels).
+
+Each also has a backward_graph (create_graph=True: gradients of gradients, e.g. WGAN-GP), built from
+differentiable Functions over the same registry ops, as Chainer and PyTorch do: a conv's input
+gradient is a conv-transpose of the output gradient and its weight gradient a Function of its own
+(Conv2dWeightGrad) whose backward is again convolutions; linear's are linears of transposes;
+average pooling's is a Function whose forward is avg_pool2d_backward and whose backward is
+avg_pool2d_forward, and the embedding's likewise (EmbeddingGrad: embedding_backward, whose backward
+is the lookup); leaky ReLU's is a Function over leaky_relu_backward (linear in the gradient, its
+mask a constant); batch norm, tanh, sigmoid and the losses' are Tensor expressions.
 """
 
+import math
+
 from .. import ops
-from ..autograd import Function, Tensor
+from ..autograd import Function, Tensor, array_module
 
 
 def _check_tensor(op, name, t, optional=False):
@@ -31,6 +42,52 @@ class Conv2dFunction(Function):
             return None, dw, dy.sum(axis=(0, 2, 3)) if self.has_bias else None
         return ops.conv2d_backward(x, w, dy, self.stride, self.padding, self.has_bias)
 
+    def backward_graph(self, dy):
+        x, w, b = self.inputs
+        dx = dw = db = None
+        if self.needs_grad(0):
+            dx = _conv2d_input_grad(dy, w, x.shape, self.stride, self.padding)
+        if self.needs_grad(1):
+            dw = Conv2dWeightGrad(self.stride, self.padding, w.shape)(x, dy)
+        if b is not None and self.needs_grad(2):
+            db = dy.sum(axis=(0, 2, 3))
+        return dx, dw, db
+
+
+def _conv2d_input_grad(dy, w, x_shape, stride, padding):
+    """conv2d's input gradient as a differentiable conv-transpose of dy; output_padding restores the
+    rows and columns a strided conv never reads (their gradient is 0)."""
+    stride, padding = ops.pair(stride, "stride", "conv2d", 1), ops.pair(padding, "padding", "conv2d", 0)
+    kh, kw = w.shape[2:]
+    output_padding = tuple((x_shape[2 + i] + 2 * padding[i] - (kh, kw)[i]) % stride[i] for i in range(2))
+    return ConvTranspose2dFunction(stride, padding, output_padding)(dy, w, None)
+
+
+class Conv2dWeightGrad(Function):
+    """dw = conv2d_backward_weight(x, dy) as a Function of (x, dy), for create_graph.
+
+    It is bilinear: <ggw, dw> = <dy, conv2d(x, ggw)> = <x, conv2d_backward_data(dy, ggw)>, so its
+    backward is two convolutions with ggw as the weight."""
+
+    def __init__(self, stride, padding, w_shape):
+        self.stride, self.padding, self.w_shape = stride, padding, tuple(w_shape)
+
+    def forward(self, x, dy):
+        self.saved = x, dy
+        return ops.conv2d_backward_weight(x, dy, self.w_shape, self.stride, self.padding)
+
+    def backward(self, ggw):
+        x, dy = self.saved
+        gx = ops.conv2d_backward_data(dy, ggw, x.shape, self.stride, self.padding) if self.needs_input_grad[0] else None
+        gdy = ops.conv2d_forward(x, ggw, None, self.stride, self.padding) if self.needs_input_grad[1] else None
+        return gx, gdy
+
+    def backward_graph(self, ggw):
+        x, dy = self.inputs
+        gx = _conv2d_input_grad(dy, ggw, x.shape, self.stride, self.padding) if self.needs_grad(0) else None
+        gdy = Conv2dFunction(self.stride, self.padding)(x, ggw, None) if self.needs_grad(1) else None
+        return gx, gdy
+
 
 class ConvTranspose2dFunction(Function):
     def __init__(self, stride, padding, output_padding):
@@ -44,6 +101,15 @@ class ConvTranspose2dFunction(Function):
     def backward(self, dy):
         x, w = self.saved
         return ops.conv_transpose2d_backward(x, w, dy, self.stride, self.padding, self.output_padding, self.has_bias)
+
+    def backward_graph(self, dy):
+        # conv-transpose is conv2d's input gradient: dx = conv2d(dy, w), dw = conv2d's weight
+        # gradient with the roles of x and y swapped
+        x, w, b = self.inputs
+        dx = Conv2dFunction(self.stride, self.padding)(dy, w, None) if self.needs_grad(0) else None
+        dw = Conv2dWeightGrad(self.stride, self.padding, w.shape)(dy, x) if self.needs_grad(1) else None
+        db = dy.sum(axis=(0, 2, 3)) if b is not None and self.needs_grad(2) else None
+        return dx, dw, db
 
 
 class BatchNormFunction(Function):
@@ -63,6 +129,74 @@ class BatchNormFunction(Function):
         x, gamma, mean, rstd = self.saved
         return ops.batch_norm_backward(x, gamma, dy, mean, rstd, self.training)
 
+    def backward_graph(self, dy):
+        """batch_norm_backward as Tensor ops; training mode recomputes mean and rstd from x
+        differentiably (they depend on x), evaluation mode uses the running statistics (constants)."""
+        x, gamma, beta = self.inputs
+        _, _, mean, rstd = self.saved
+        c = x.shape[1]
+        axes = (0,) + tuple(range(2, x.ndim))
+        shape = (1, c) + (1,) * (x.ndim - 2)
+        if self.training:
+            centred = x - x.mean(axis=axes, keepdims=True)
+            rstd = ((centred * centred).mean(axis=axes, keepdims=True) + self.eps) ** -0.5
+            xhat = centred * rstd
+        else:
+            rstd = Tensor(rstd.reshape(shape))
+            xhat = (x - Tensor(mean.reshape(shape))) * rstd
+        dx = dgamma = dbeta = None
+        if self.needs_grad(0):
+            scale = rstd if gamma is None else rstd * gamma.reshape(shape)
+            if self.training:
+                dx = scale * (dy - dy.mean(axis=axes, keepdims=True) - xhat * (dy * xhat).mean(axis=axes, keepdims=True))
+            else:
+                dx = dy * scale
+        if gamma is not None and self.needs_grad(1):
+            dgamma = (dy * xhat).sum(axis=axes)
+        if beta is not None and self.needs_grad(2):
+            dbeta = dy.sum(axis=axes)
+        return dx, dgamma, dbeta
+
+
+class GroupNormFunction(Function):
+    """group_norm over the registry ops; saves x, gamma and the forward's (mean, rstd)."""
+
+    def __init__(self, num_groups, eps):
+        self.num_groups, self.eps = num_groups, eps
+
+    def forward(self, x, gamma, beta):
+        y, mean, rstd = ops.group_norm_forward(x, gamma, beta, self.num_groups, self.eps)
+        self.saved = x, gamma, mean, rstd
+        return y
+
+    def backward(self, dy):
+        x, gamma, mean, rstd = self.saved
+        return ops.group_norm_backward(x, gamma, dy, mean, rstd, self.num_groups)
+
+    def backward_graph(self, dy):
+        """group_norm_backward as Tensor ops on the (N, G, K) view of x; mean and rstd are
+        recomputed from x differentiably (they depend on x)."""
+        x, gamma, beta = self.inputs
+        n, c = x.shape[:2]
+        groups = self.num_groups
+        k = math.prod(x.shape[1:]) // groups
+        axes = (0,) + tuple(range(2, x.ndim))
+        shape = (1, c) + (1,) * (x.ndim - 2)
+        xg = x.reshape(n, groups, k)
+        centred = xg - xg.mean(axis=2, keepdims=True)
+        rstd = ((centred * centred).mean(axis=2, keepdims=True) + self.eps) ** -0.5
+        xhat_g = centred * rstd
+        dx = dgamma = dbeta = None
+        if self.needs_grad(0):
+            g = (dy if gamma is None else dy * gamma.reshape(shape)).reshape(n, groups, k)
+            dx = rstd * (g - g.mean(axis=2, keepdims=True) - xhat_g * (g * xhat_g).mean(axis=2, keepdims=True))
+            dx = dx.reshape(x.shape)
+        if gamma is not None and self.needs_grad(1):
+            dgamma = (dy * xhat_g.reshape(x.shape)).sum(axis=axes)
+        if beta is not None and self.needs_grad(2):
+            dbeta = dy.sum(axis=axes)
+        return dx, dgamma, dbeta
+
 
 class LeakyReLUFunction(Function):
     def __init__(self, negative_slope):
@@ -75,6 +209,26 @@ class LeakyReLUFunction(Function):
     def backward(self, dy):
         return ops.leaky_relu_backward(self.saved, dy, self.negative_slope)
 
+    def backward_graph(self, dy):
+        return LeakyReLUGrad(self.saved, self.negative_slope)(dy)
+
+
+class LeakyReLUGrad(Function):
+    """dx = leaky_relu_backward(x, dy) as a Function of dy: linear in dy (its own adjoint, the
+    slope mask being diagonal) and piecewise constant in x, so d/dx is 0 (almost everywhere)."""
+
+    def __init__(self, x, negative_slope):
+        self.saved, self.negative_slope = x, negative_slope
+
+    def forward(self, dy):
+        return ops.leaky_relu_backward(self.saved, dy, self.negative_slope)
+
+    def backward(self, gg):
+        return ops.leaky_relu_backward(self.saved, gg, self.negative_slope)
+
+    def backward_graph(self, gg):
+        return LeakyReLUGrad(self.saved, self.negative_slope)(gg)
+
 
 class TanhFunction(Function):
     def forward(self, x):
@@ -83,6 +237,10 @@ class TanhFunction(Function):
 
     def backward(self, dy):
         return ops.tanh_backward(self.saved, dy)
+
+    def backward_graph(self, dy):
+        y = self.outputs[0]
+        return dy * (1.0 - y * y)
 
 
 class SigmoidFunction(Function):
@@ -93,6 +251,10 @@ class SigmoidFunction(Function):
     def backward(self, dy):
         return ops.sigmoid_backward(self.saved, dy)
 
+    def backward_graph(self, dy):
+        y = self.outputs[0]
+        return dy * (y * (1.0 - y))
+
 
 class BCEWithLogitsFunction(Function):
     def forward(self, logits, target):
@@ -101,7 +263,17 @@ class BCEWithLogitsFunction(Function):
 
     def backward(self, dloss):
         logits, target = self.saved
-        return ops.binary_cross_entropy_with_logits_backward(logits, target, dloss), None
+        dlogits = ops.binary_cross_entropy_with_logits_backward(logits, target, dloss)
+        # d loss / d target = -logits / numel (soft labels that require grad get one, as in PyTorch)
+        dtarget = logits * (dloss * (-1.0 / logits.size)) if self.needs_input_grad[1] else None
+        return dlogits, dtarget
+
+    def backward_graph(self, dloss):
+        x, t = self.inputs
+        scale = dloss * (1.0 / x.numel())
+        dx = (SigmoidFunction()(x) - t) * scale if self.needs_grad(0) else None
+        dt = -x * scale if self.needs_grad(1) else None
+        return dx, dt
 
 
 class LinearFunction(Function):
@@ -113,6 +285,14 @@ class LinearFunction(Function):
     def backward(self, dy):
         x, w = self.saved
         return ops.linear_backward(x, w, dy, self.has_bias)
+
+    def backward_graph(self, dy):
+        # dx = dy @ w = linear(dy, w^T), dw = dy^T @ x = linear(dy^T, x^T): linears all the way down
+        x, w, b = self.inputs
+        dx = LinearFunction()(dy, w.T, None) if self.needs_grad(0) else None
+        dw = LinearFunction()(dy.T, x.T, None) if self.needs_grad(1) else None
+        db = dy.sum(axis=0) if b is not None and self.needs_grad(2) else None
+        return dx, dw, db
 
 
 class AvgPool2dFunction(Function):
@@ -126,6 +306,25 @@ class AvgPool2dFunction(Function):
     def backward(self, dy):
         return ops.avg_pool2d_backward(dy, self.x_shape, self.kernel_size, self.stride)
 
+    def backward_graph(self, dy):
+        return AvgPool2dGrad(self.x_shape, self.kernel_size, self.stride)(dy)
+
+
+class AvgPool2dGrad(Function):
+    """dx = avg_pool2d_backward(dy) as a Function: linear in dy, its adjoint is avg_pool2d_forward."""
+
+    def __init__(self, x_shape, kernel_size, stride):
+        self.x_shape, self.kernel_size, self.stride = tuple(x_shape), kernel_size, stride
+
+    def forward(self, dy):
+        return ops.avg_pool2d_backward(dy, self.x_shape, self.kernel_size, self.stride)
+
+    def backward(self, gg):
+        return ops.avg_pool2d_forward(gg, self.kernel_size, self.stride)
+
+    def backward_graph(self, gg):
+        return AvgPool2dFunction(self.kernel_size, self.stride)(gg)
+
 
 class SoftmaxCrossEntropyFunction(Function):
     def forward(self, logits, labels):
@@ -135,6 +334,52 @@ class SoftmaxCrossEntropyFunction(Function):
     def backward(self, dloss):
         logits, labels = self.saved
         return ops.softmax_cross_entropy_backward(logits, labels, dloss), None
+
+    def backward_graph(self, dloss):
+        """(softmax(x) - onehot(labels)) * dloss / N, softmax as Tensor ops (shifted by the row max,
+        a constant: softmax does not depend on the shift)."""
+        x = self.inputs[0]
+        labels = self.saved[1]
+        xp = array_module(x.data)
+        e = (x - Tensor(x.data.max(axis=1, keepdims=True))).exp()
+        p = e / e.sum(axis=1, keepdims=True)
+        onehot = xp.zeros(x.shape, dtype=x.dtype)
+        onehot[xp.arange(x.shape[0]), labels] = 1
+        return (p - Tensor(onehot)) * (dloss * (1.0 / x.shape[0])), None
+
+
+class EmbeddingFunction(Function):
+    """y = weight[indices] (issue 12). The indices get no gradient; the weight's is
+    embedding_backward, a scatter-add that is linear in dy: as a Function of its own
+    (EmbeddingGrad) it is the double backward, and its adjoint is this lookup again."""
+
+    def forward(self, weight, indices):
+        self.saved = indices
+        self.num_classes = weight.shape[0]
+        return ops.embedding_forward(weight, indices)
+
+    def backward(self, dy):
+        return ops.embedding_backward(dy, self.saved, self.num_classes), None
+
+    def backward_graph(self, dy):
+        return (EmbeddingGrad(self.saved, self.num_classes)(dy) if self.needs_grad(0) else None), None
+
+
+class EmbeddingGrad(Function):
+    """dweight = embedding_backward(dy, indices, num_classes) as a Function of dy: linear in dy,
+    its adjoint is the lookup embedding_forward(g, indices) (the indices are constants)."""
+
+    def __init__(self, indices, num_classes):
+        self.saved, self.num_classes = indices, num_classes
+
+    def forward(self, dy):
+        return ops.embedding_backward(dy, self.saved, self.num_classes)
+
+    def backward(self, gg):
+        return ops.embedding_forward(gg, self.saved)
+
+    def backward_graph(self, gg):
+        return EmbeddingFunction()(gg, self.saved)
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0):
@@ -159,6 +404,18 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     rm = None if running_mean is None else running_mean.data
     rv = None if running_var is None else running_var.data
     return BatchNormFunction(rm, rv, training, momentum, eps)(input, weight, bias)
+
+
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+    """Group normalisation (Wu & He 2018), as torch.nn.functional.group_norm: per sample, the C
+    channels fall into num_groups groups of C/num_groups consecutive channels, each normalised over
+    its channels and all positions (biased variance), then weight[c] * xhat + bias[c].
+    num_groups=1 is layer norm over (C, H, W) with a per-channel affine map; num_groups=C is
+    instance norm. Same statistics in training and evaluation (no running averages)."""
+    _check_tensor("group_norm", "input", input)
+    _check_tensor("group_norm", "weight", weight, optional=True)
+    _check_tensor("group_norm", "bias", bias, optional=True)
+    return GroupNormFunction(num_groups, eps)(input, weight, bias)
 
 
 def leaky_relu(input, negative_slope=0.01):
@@ -189,7 +446,7 @@ def binary_cross_entropy_with_logits(input, target, reduction="mean"):
         raise TypeError(f"binary_cross_entropy_with_logits: target must be a pygan Tensor, got {type(target).__name__}")
     if reduction not in ("mean", "sum"):
         raise ValueError(f"binary_cross_entropy_with_logits: reduction must be 'mean' or 'sum', got {reduction!r}")
-    loss = BCEWithLogitsFunction()(input, target.detach())
+    loss = BCEWithLogitsFunction()(input, target)
     return loss if reduction == "mean" else loss * float(input.numel())
 
 
@@ -218,3 +475,13 @@ def cross_entropy(input, target):
     _check_tensor("cross_entropy", "input", input)
     labels = target.data if isinstance(target, Tensor) else target
     return SoftmaxCrossEntropyFunction()(input, labels)
+
+
+def embedding(input, weight):
+    """weight[input]: the rows of the (num_embeddings, embedding_dim) table named by the integer
+    indices in `input` (a Tensor or an array, any shape); output shape input.shape + (embedding_dim,).
+    Gradient to weight only (repeated indices accumulate), never to the indices."""
+    _check_tensor("embedding", "weight", weight)
+    if not isinstance(input, Tensor) and not (hasattr(input, "dtype") and hasattr(input, "shape")):
+        raise TypeError(f"embedding: input must be a Tensor or array of integer indices, got {type(input).__name__}")
+    return EmbeddingFunction()(weight, input)

@@ -282,6 +282,81 @@ class BatchNorm2d(Module):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}"
 
 
+class GroupNorm(Module):
+    """torch.nn.GroupNorm: per sample, groups of num_channels // num_groups consecutive channels are
+    normalised over their channels and all positions; then a per-channel affine map (affine=True).
+    No running statistics: training and evaluation compute the same thing. Input (N, C, ...)."""
+
+    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True):
+        super().__init__()
+        name = type(self).__name__
+        self.num_groups = _positive(name, "num_groups", num_groups)
+        self.num_channels = _positive(name, "num_channels", num_channels)
+        if self.num_channels % self.num_groups:
+            raise ValueError(f"{name}: num_groups {num_groups} must divide num_channels {num_channels}")
+        if not eps > 0:
+            raise ValueError(f"{name}: eps must be positive, got {eps}")
+        self.eps, self.affine = eps, bool(affine)
+        if affine:
+            self.weight = Parameter(np.ones(num_channels, dtype=np.float32))
+            self.bias = Parameter(np.zeros(num_channels, dtype=np.float32))
+        else:
+            self.weight = self.bias = None
+
+    def _check_input(self, x, ndim=None):
+        name = type(self).__name__
+        if not isinstance(x, Tensor):
+            return
+        if ndim is not None and x.ndim != ndim:
+            raise ValueError(f"{name}: expected {ndim}-D input (N, C, H, W), got shape {x.shape}")
+        if x.ndim < 2 or x.shape[1] != self.num_channels:
+            raise ValueError(f"{name}: expected input (N, {self.num_channels}, ...), got shape {x.shape}")
+
+    def forward(self, x):
+        self._check_input(x)
+        return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+
+
+class LayerNorm2d(GroupNorm):
+    """Layer normalisation of (N, C, H, W) images: each sample normalised over all of (C, H, W),
+    then a per-channel affine map (weight, bias of shape (C,)). This is GroupNorm(1, C), the
+    critic normalisation of WGAN-GP (Gulrajani et al. 2017), which must not mix samples. (PyTorch's
+    nn.LayerNorm([C, H, W]) normalises the same way but has per-element weight and bias.)"""
+
+    def __init__(self, num_channels, eps=1e-5, affine=True):
+        super().__init__(1, num_channels, eps, affine)
+
+    def forward(self, x):
+        self._check_input(x, 4)
+        return F.group_norm(x, 1, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return f"{self.num_channels}, eps={self.eps}, affine={self.affine}"
+
+
+class InstanceNorm2d(GroupNorm):
+    """torch.nn.InstanceNorm2d without running statistics: each (sample, channel) normalised over
+    (H, W); GroupNorm(C, C). affine defaults to False as in PyTorch (pass affine=True for a
+    per-channel weight and bias). momentum is accepted for PyTorch compatibility and unused;
+    track_running_stats=True is not supported."""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=False, track_running_stats=False):
+        if track_running_stats:
+            raise ValueError("InstanceNorm2d: track_running_stats=True is not supported (instance statistics only)")
+        super().__init__(num_features, num_features, eps, affine)
+        self.num_features, self.momentum = self.num_channels, momentum
+
+    def forward(self, x):
+        self._check_input(x, 4)
+        return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return f"{self.num_features}, eps={self.eps}, affine={self.affine}"
+
+
 class Linear(Module):
     def __init__(self, in_features, out_features, bias=True):
         super().__init__()
@@ -296,6 +371,25 @@ class Linear(Module):
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class Embedding(Module):
+    """A table of num_embeddings vectors of embedding_dim floats, looked up by integer index: the
+    class embedding of a conditional generator or discriminator. weight (num_embeddings,
+    embedding_dim) starts N(0, 1), as in PyTorch."""
+
+    def __init__(self, num_embeddings, embedding_dim):
+        super().__init__()
+        self.num_embeddings = _positive("Embedding", "num_embeddings", num_embeddings)
+        self.embedding_dim = _positive("Embedding", "embedding_dim", embedding_dim)
+        shape = (self.num_embeddings, self.embedding_dim)
+        self.weight = Parameter(default_generator().standard_normal(shape).astype(np.float32))
+
+    def forward(self, input):
+        return F.embedding(input, self.weight)
+
+    def extra_repr(self):
+        return f"{self.num_embeddings}, {self.embedding_dim}"
 
 
 class AvgPool2d(Module):

@@ -72,19 +72,36 @@ def _shape(a):
     return tuple(a.shape)
 
 
+def _is_int(v):
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
 def pair(value, name, op, minimum):
-    """(v, v) from an int, or a validated pair; every entry must be >= minimum."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = (int(value), int(value))
-    try:
-        value = tuple(int(v) for v in value)
-    except TypeError:
-        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}") from None
-    if len(value) != 2:
+    """(v, v) from an int, or a validated pair of ints; every entry must be >= minimum.
+
+    Only real integers count: a string ("22" is not (2, 2)), a bool, a float (2.7 is not 2) or a
+    sequence of another length raises ValueError naming the argument."""
+    if _is_int(value):
+        value = (value, value)
+    elif isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list, np.ndarray)):
         raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+    value = tuple(value)
+    if len(value) != 2 or not all(_is_int(v) for v in value):
+        raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+    value = (int(value[0]), int(value[1]))
     if min(value) < minimum:
         raise ValueError(f"{op}: {name} must be >= {minimum}, got {value}")
     return value
+
+
+def shape_arg(value, name, op, ndim):
+    """A validated shape argument: a sequence of `ndim` non-negative ints."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list, np.ndarray)):
+        raise ValueError(f"{op}: {name} must be a sequence of {ndim} ints, got {value!r}")
+    value = tuple(value)
+    if len(value) != ndim or not all(_is_int(v) and v >= 0 for v in value):
+        raise ValueError(f"{op}: {name} must be {ndim} non-negative ints, got {value!r}")
+    return tuple(int(v) for v in value)
 
 
 def _check_float(op, **arrays):
@@ -199,18 +216,24 @@ def conv2d_backward(x, w, dy, stride, padding, has_bias):
 
 
 def conv2d_backward_data(dy, w, x_shape, stride, padding):
-    x_shape = tuple(int(n) for n in x_shape)
+    x_shape = shape_arg(x_shape, "x_shape", "conv2d_backward_data", 4)
     stride, padding = pair(stride, "stride", "conv2d_backward_data", 1), pair(padding, "padding", "conv2d_backward_data", 0)
     _check_float("conv2d_backward_data", grad_output=dy, weight=w)
+    _check_ndim("conv2d_backward_data", "weight", w, 4, "(out_channels, in_channels, kH, kW)")
+    if x_shape[1] != w.shape[1]:
+        raise ValueError(f"conv2d_backward_data: x_shape {x_shape} has {x_shape[1]} channels but weight expects {w.shape[1]}")
     y_hw = conv2d_output_size("conv2d_backward_data", x_shape, w.shape, stride, padding)
     _check_grad("conv2d_backward_data", "grad_output", dy, (x_shape[0], w.shape[0]) + y_hw)
     return backend_for(dy).conv2d_backward_data(dy, w, x_shape, stride, padding)
 
 
 def conv2d_backward_weight(x, dy, w_shape, stride, padding):
-    w_shape = tuple(int(n) for n in w_shape)
+    w_shape = shape_arg(w_shape, "w_shape", "conv2d_backward_weight", 4)
     stride, padding = pair(stride, "stride", "conv2d_backward_weight", 1), pair(padding, "padding", "conv2d_backward_weight", 0)
     _check_float("conv2d_backward_weight", input=x, grad_output=dy)
+    _check_ndim("conv2d_backward_weight", "input", x, 4, "(N, C, H, W)")
+    if x.shape[1] != w_shape[1]:
+        raise ValueError(f"conv2d_backward_weight: input has {x.shape[1]} channels but w_shape {w_shape} expects {w_shape[1]}")
     y_hw = conv2d_output_size("conv2d_backward_weight", x.shape, w_shape, stride, padding)
     _check_grad("conv2d_backward_weight", "grad_output", dy, (x.shape[0], w_shape[0]) + y_hw)
     return backend_for(x).conv2d_backward_weight(x, dy, w_shape, stride, padding)
@@ -233,9 +256,9 @@ def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, mome
     _check_batch_norm(x, gamma, beta, running_mean, running_var)
     if not training and (running_mean is None or running_var is None):
         raise ValueError("batch_norm: evaluation mode (training=False) needs running_mean and running_var")
-    if training and x.size // x.shape[1] < 2:
+    if training and (x.shape[1] == 0 or x.size // x.shape[1] < 2):
         raise ValueError(f"batch_norm: training needs more than one value per channel, got input shape {_shape(x)}")
-    if eps <= 0:
+    if not float(eps) > 0:
         raise ValueError(f"batch_norm: eps must be positive, got {eps}")
     return backend_for(x).batch_norm_forward(x, gamma, beta, running_mean, running_var, bool(training), float(momentum), float(eps))
 
@@ -364,7 +387,7 @@ def avg_pool2d_forward(x, kernel_size, stride):
 def avg_pool2d_backward(dy, x_shape, kernel_size, stride):
     op = "avg_pool2d_backward"
     _check_float(op, grad_output=dy)
-    x_shape = tuple(int(n) for n in x_shape)
+    x_shape = shape_arg(x_shape, "x_shape", op, 4)
     kernel_size, stride, y_shape = avg_pool2d_output_shape(op, x_shape, kernel_size, stride)
     _check_grad(op, "grad_output", dy, y_shape)
     return backend_for(dy).avg_pool2d_backward(dy, x_shape, kernel_size, stride)
@@ -397,3 +420,123 @@ def softmax_cross_entropy_backward(logits, labels, dloss):
     if getattr(dloss, "size", 1) != 1:
         raise ValueError(f"{op}: grad_output must be a scalar, got shape {_shape(dloss)}")
     return backend_for(logits).softmax_cross_entropy_backward(logits, labels, dloss)
+
+
+# -- class embedding (issue 12) ------------------------------------------------------------------
+# The index range is checked on the host only for numpy indices: reading a CuPy array's min/max
+# would be a device-to-host synchronisation in every step. On the GPU the kernels never use an
+# out-of-range index as an address: such an index gives a NaN output row in the forward and makes
+# the whole weight gradient NaN in the backward (csrc/embedding.cu), so the mistake shows.
+
+
+def _device(a):
+    return type(a).__module__.split(".")[0]
+
+
+def _check_indices(op, indices, like, like_name, num_classes):
+    if not hasattr(indices, "dtype") or not hasattr(indices, "shape"):
+        raise TypeError(f"{op}: indices must be an integer array, got {type(indices).__name__}")
+    if indices.dtype.kind not in "iu":
+        raise TypeError(f"{op}: indices must be an integer array of class indices, got {indices.dtype}")
+    if _device(indices) != _device(like):
+        raise ValueError(f"{op}: indices and {like_name} are on different devices")
+    if isinstance(indices, np.ndarray) and indices.size:
+        lo, hi = int(indices.min()), int(indices.max())
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(f"{op}: indices must lie in [0, {num_classes}), got values from {lo} to {hi}")
+
+
+def embedding_forward(weight, indices):
+    op = "embedding"
+    _check_float(op, weight=weight)
+    _check_ndim(op, "weight", weight, 2, "(num_embeddings, embedding_dim)")
+    _check_indices(op, indices, weight, "weight", weight.shape[0])
+    return backend_for(weight).embedding_forward(weight, indices)
+
+
+def embedding_backward(dy, indices, num_classes):
+    op = "embedding_backward"
+    if not _is_int(num_classes) or num_classes < 0:
+        raise ValueError(f"{op}: num_classes must be a non-negative int, got {num_classes!r}")
+    _check_float(op, grad_output=dy)
+    _check_indices(op, indices, dy, "grad_output", int(num_classes))
+    if dy.ndim != indices.ndim + 1 or _shape(dy)[:-1] != _shape(indices):
+        raise ValueError(
+            f"{op}: grad_output must have shape indices.shape + (embedding_dim,) = {_shape(indices)} + (dim,), "
+            f"got {_shape(dy)}"
+        )
+    return backend_for(dy).embedding_backward(dy, indices, int(num_classes))
+
+
+# -- group norm, RMSprop (issue 11) --------------------------------------------------------------
+
+
+def _check_num_groups(op, num_groups):
+    if not isinstance(num_groups, (int, np.integer)) or isinstance(num_groups, bool) or num_groups < 1:
+        raise ValueError(f"{op}: num_groups must be an int >= 1, got {num_groups!r}")
+    return int(num_groups)
+
+
+def _check_group_norm(x, gamma, beta, num_groups, op="group_norm"):
+    _check_float(op, input=x, weight=gamma, bias=beta)
+    num_groups = _check_num_groups(op, num_groups)
+    if x.ndim < 2:
+        raise ValueError(f"{op}: input must be at least 2-D (N, C, ...), got shape {_shape(x)}")
+    c = x.shape[1]
+    if c % num_groups != 0:
+        raise ValueError(f"{op}: num_groups {num_groups} must divide the {c} channels (input shape {_shape(x)})")
+    if any(d == 0 for d in x.shape[1:]):
+        raise ValueError(f"{op}: input has no values per group (shape {_shape(x)})")
+    for name, a in (("weight", gamma), ("bias", beta)):
+        if a is not None and _shape(a) != (c,):
+            raise ValueError(f"{op}: {name} must have shape ({c},) for input shape {_shape(x)}, got {_shape(a)}")
+    return num_groups
+
+
+def group_norm_forward(x, gamma, beta, num_groups, eps):
+    num_groups = _check_group_norm(x, gamma, beta, num_groups)
+    if not eps > 0:
+        raise ValueError(f"group_norm: eps must be positive, got {eps}")
+    return backend_for(x).group_norm_forward(x, gamma, beta, num_groups, float(eps))
+
+
+def group_norm_backward(x, gamma, dy, mean, rstd, num_groups):
+    op = "group_norm_backward"
+    num_groups = _check_group_norm(x, gamma, None, num_groups, op)
+    _check_float(op, input=x, grad_output=dy, mean=mean, rstd=rstd)
+    _check_grad(op, "grad_output", dy, x.shape)
+    _check_grad(op, "mean", mean, (x.shape[0], num_groups))
+    _check_grad(op, "rstd", rstd, (x.shape[0], num_groups))
+    return backend_for(x).group_norm_backward(x, gamma, dy, mean, rstd, num_groups)
+
+
+def rmsprop_step(params, grads, square_avgs, momentum_buffers, grad_avgs, lr, alpha, eps, weight_decay, momentum,
+                 centered):
+    op = "rmsprop_step"
+    n = len(params)
+    lists = {"grads": grads, "square_avgs": square_avgs}
+    momentum, centered = float(momentum), bool(centered)
+    for name, arrays, wanted, why in (
+        ("momentum_buffers", momentum_buffers, momentum > 0, "momentum > 0"),
+        ("grad_avgs", grad_avgs, centered, "centered"),
+    ):
+        if wanted:
+            lists[name] = arrays
+        elif len(arrays) != 0:
+            raise ValueError(f"{op}: {name} must be empty unless {why}, got {len(arrays)} arrays")
+    for name, arrays in lists.items():
+        if len(arrays) != n:
+            raise ValueError(f"{op}: {name} has {len(arrays)} arrays, params has {n}")
+    for i in range(n):
+        _check_float(op, param=params[i], **{name[:-1]: arrays[i] for name, arrays in lists.items()})
+        for name, arrays in lists.items():
+            _check_grad(op, f"{name}[{i}]", arrays[i], params[i].shape)
+    for name, value in (("lr", lr), ("alpha", alpha), ("eps", eps), ("weight_decay", weight_decay), ("momentum", momentum)):
+        if not float(value) >= 0:
+            raise ValueError(f"{op}: {name} must be >= 0, got {value}")
+    if n == 0:
+        return
+    backend_for(params[0]).rmsprop_step(
+        params, grads, square_avgs, momentum_buffers, grad_avgs, float(lr), float(alpha), float(eps),
+        float(weight_decay), momentum, centered,
+    )

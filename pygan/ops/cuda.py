@@ -6,8 +6,9 @@ They make inputs contiguous, allocate outputs with cupy.empty, and launch on CuP
 stream. `backend()` returns the wrapper object, whose methods also take `variant=` (benchmarks,
 tests). Importing this module needs no CuPy; the first call does.
 
-The conv2d_* / conv_transpose2d_* / batch_norm_* ops (issue 5) and linear_* / avg_pool2d_* /
-softmax_cross_entropy_* (issue 6) are at the end of this file.
+The conv2d_* / conv_transpose2d_* / batch_norm_* ops (issue 5), linear_* / avg_pool2d_* /
+softmax_cross_entropy_* (issue 6), group_norm_* / rmsprop_step (issue 11) and embedding_* (issue 12)
+are at the end of this file.
 """
 
 from .native import make_backend
@@ -143,3 +144,40 @@ def softmax_cross_entropy_backward(logits, labels, dloss):
 
 
 # ==== end issue 6 =================================================================================
+
+
+# ==== issue 12: class embedding (csrc/embedding.cu). indices: any integer dtype and shape; converted
+# to int64 for the kernels. Their range is not checked here (no device-to-host sync): the kernels
+# turn an out-of-range index into NaN (y row; all of dweight). Variant: backend().<op>(..., variant=k).
+
+
+def embedding_forward(weight, indices):
+    return backend().embedding_forward(weight, indices)
+
+
+def embedding_backward(dy, indices, num_classes):
+    return backend().embedding_backward(dy, indices, num_classes)
+
+
+# ==== end issue 12 ================================================================================
+
+
+# ==== issue 11: group norm (csrc/groupnorm.cu), RMSprop (csrc/rmsprop.cu) =========================
+# Variant: backend().<op>(..., variant=k).
+
+
+def group_norm_forward(x, gamma, beta, num_groups, eps):
+    return backend().group_norm_forward(x, gamma, beta, num_groups, eps)
+
+
+def group_norm_backward(x, gamma, dy, mean, rstd, num_groups):
+    return backend().group_norm_backward(x, gamma, dy, mean, rstd, num_groups)
+
+
+def rmsprop_step(params, grads, square_avgs, momentum_buffers, grad_avgs, lr, alpha, eps, weight_decay, momentum,
+                 centered):
+    backend().rmsprop_step(params, grads, square_avgs, momentum_buffers, grad_avgs, lr, alpha, eps, weight_decay,
+                           momentum, centered)
+
+
+# ==== end issue 11 ================================================================================

@@ -12,7 +12,8 @@ kernel runs.
 
 The conv2d_* / conv_transpose2d_* / batch_norm_* methods (issue 5) are attached at the end of this
 file; their wrapper logic is native_conv_bn.py's, and so is linear_* (issue 6: conv2d with 1x1
-kernels). avg_pool2d_* and softmax_cross_entropy_* (issue 6) are methods of NativeOps below.
+kernels). avg_pool2d_* and softmax_cross_entropy_* (issue 6), group_norm_* and rmsprop_step
+(issue 11) and embedding_* (issue 12) are methods of NativeOps below.
 Arguments were validated by the registry (pygan.ops) when called through it.
 """
 
@@ -134,6 +135,25 @@ class NativeOps:
         self.native.avg_pool2d_backward(dy, dx, _pair(kernel_size), _pair(stride), variant, self.stream())
         return dx
 
+    # -- class embedding (issue 12) ----------------------------------------------------------
+    def _indices(self, indices):
+        # int64 for the kernels (any integer dtype converted), any shape, 0-d included (which
+        # ascontiguousarray would make 1-d); copied only when converted or not contiguous.
+        indices = self.xp.asarray(indices, dtype=self.xp.int64)
+        return self._in(indices)
+
+    def embedding_forward(self, weight, indices, *, variant=0):
+        weight, indices = self._in(weight), self._indices(indices)
+        y = self._out(tuple(indices.shape) + (weight.shape[1],))
+        self.native.embedding_forward(weight, indices, y, variant, self.stream())
+        return y
+
+    def embedding_backward(self, dy, indices, num_classes, *, variant=0):
+        dy, indices = self._in(dy), self._indices(indices)
+        dweight = self._out((int(num_classes), dy.shape[-1]))
+        self.native.embedding_backward(dy, indices, dweight, variant, self.stream())
+        return dweight
+
     # -- Adam --------------------------------------------------------------------------------
     def adam_step(self, params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay, *, variant=0):
         # In place: the arrays go through as they are (a non-contiguous one is a ValueError, since
@@ -141,6 +161,43 @@ class NativeOps:
         self.native.adam_step(
             list(params), [self._in(g) for g in grads], list(exp_avgs), list(exp_avg_sqs),
             int(step), float(lr), float(beta1), float(beta2), float(eps), float(weight_decay),
+            variant, self.stream(),
+        )
+
+    # -- group norm (issue 11) -----------------------------------------------------------------
+    # float32 kernels: other float dtypes go through float32 copies and come back in their dtype.
+    def _f32(self, a):
+        return None if a is None else self.xp.ascontiguousarray(a, dtype=np.float32)
+
+    @staticmethod
+    def _like(out, x):
+        return out if out is None or out.dtype == x.dtype else out.astype(x.dtype)
+
+    def group_norm_forward(self, x, gamma, beta, num_groups, eps, *, variant=0):
+        xf = self._f32(x)
+        y = self._out(xf.shape)
+        mean, rstd = self._out((x.shape[0], int(num_groups))), self._out((x.shape[0], int(num_groups)))
+        self.native.group_norm_forward(xf, self._f32(gamma), self._f32(beta), y, mean, rstd, int(num_groups),
+                                       float(eps), variant, self.stream())
+        return self._like(y, x), self._like(mean, x), self._like(rstd, x)
+
+    def group_norm_backward(self, x, gamma, dy, mean, rstd, num_groups, *, variant=0):
+        xf = self._f32(x)
+        dx = self._out(xf.shape)
+        c = x.shape[1]
+        dgamma = self._out((c,)) if gamma is not None else None
+        dbeta = self._out((c,)) if gamma is not None else None
+        self.native.group_norm_backward(xf, self._f32(gamma), self._f32(dy), self._f32(mean), self._f32(rstd), dx,
+                                        dgamma, dbeta, int(num_groups), variant, self.stream())
+        return self._like(dx, x), self._like(dgamma, x), self._like(dbeta, x)
+
+    # -- RMSprop (issue 11) --------------------------------------------------------------------
+    def rmsprop_step(self, params, grads, square_avgs, momentum_buffers, grad_avgs, lr, alpha, eps, weight_decay,
+                     momentum, centered, *, variant=0):
+        # In place, as adam_step: state arrays go through as they are (float32, contiguous).
+        self.native.rmsprop_step(
+            list(params), [self._in(g) for g in grads], list(square_avgs), list(momentum_buffers), list(grad_avgs),
+            float(lr), float(alpha), float(eps), float(weight_decay), float(momentum), bool(centered),
             variant, self.stream(),
         )
 

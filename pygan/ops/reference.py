@@ -32,6 +32,19 @@ C-contiguous arrays, never views of inputs.
     softmax_cross_entropy_forward(logits, labels) -> loss
         logits (N,K), labels (N,) integer class indices in [0, K); mean of -log softmax(x)[label]
     softmax_cross_entropy_backward(logits, labels, dloss) -> dlogits     (softmax - onehot) dloss / N
+    embedding_forward(weight, indices) -> y
+        weight (num_classes, dim), indices integer array of any shape with values in [0, num_classes);
+        y = weight[indices], shape indices.shape + (dim,)
+    embedding_backward(dy, indices, num_classes) -> dweight   (num_classes, dim): the rows of dy
+        added into the rows named by indices (a class named twice gets the sum)
+    group_norm_forward(x, gamma, beta, num_groups, eps) -> (y, mean, rstd)
+        x (N,C,...), C % num_groups == 0; mean, rstd (N, num_groups) over each group's C/G * spatial
+        values (biased variance); y = (x - mean) * rstd * gamma[c] + beta[c], gamma/beta (C,) or None.
+        num_groups=1: layer norm over (C, H, W) with per-channel affine; num_groups=C: instance norm
+    group_norm_backward(x, gamma, dy, mean, rstd, num_groups) -> (dx, dgamma, dbeta)  None if no gamma
+    rmsprop_step(params, grads, square_avgs, momentum_buffers, grad_avgs, lr, alpha, eps,
+                 weight_decay, momentum, centered) -> None    in place, torch.optim.RMSprop semantics;
+        momentum_buffers: one per param when momentum > 0, else []; grad_avgs: likewise when centered
 
 Convolution is im2col + one GEMM in an NHWC-style layout: the input is padded and transposed to
 (N, Hp, Wp, C) once, so each patch row (kw*C values) is contiguous and the column matrix
@@ -69,6 +82,11 @@ __all__ = [
     "avg_pool2d_backward",
     "softmax_cross_entropy_forward",
     "softmax_cross_entropy_backward",
+    "embedding_forward",
+    "embedding_backward",
+    "group_norm_forward",
+    "group_norm_backward",
+    "rmsprop_step",
 ]
 
 
@@ -503,6 +521,32 @@ def softmax_cross_entropy_backward(logits, labels, dloss):
     return g
 
 
+# -- class embedding (issue 12: conditional generation) ------------------------------------------
+
+
+def embedding_forward(weight, indices):
+    """y = weight[indices]: one row of the (num_classes, dim) table per index; shape indices.shape + (dim,).
+
+    np.take, not weight[indices]: a 0-d index array would make the latter a view of weight."""
+    return np.take(weight, np.asarray(indices), axis=0)
+
+
+def embedding_backward(dy, indices, num_classes):
+    """dweight (num_classes, dim): dy[..., :] added into row indices[...] (repeated indices accumulate).
+
+    The rows are sorted by class (stably) and each class's run summed in index order with one
+    np.add.reduceat: deterministic, and ~50x faster than np.add.at's unbuffered scatter."""
+    flat = np.asarray(indices).reshape(-1)
+    dim = dy.shape[-1]
+    dw = np.zeros((int(num_classes), dim), dtype=dy.dtype)
+    if flat.size and dim:
+        order = np.argsort(flat, kind="stable")
+        classes = flat[order]
+        starts = np.flatnonzero(np.concatenate(([True], classes[1:] != classes[:-1])))
+        dw[classes[starts]] = np.add.reduceat(dy.reshape(flat.size, dim)[order], starts, axis=0)
+    return dw
+
+
 # == issue 5: fused batch norm + leaky ReLU (not in OPS / __all__: a kernel-fusion reference) =====
 # The CUDA backend fuses these two ops into one kernel per direction (csrc/batchnorm.cu); this pair
 # is their specification, a plain composition of the ops above.
@@ -524,3 +568,92 @@ def batch_norm_leaky_relu_backward(x, gamma, beta, dy, mean, rstd, training, neg
         z = z + beta.reshape(shape)
     dz = leaky_relu_backward(z, dy, negative_slope)
     return batch_norm_backward(x, gamma, dz, mean, rstd, training)
+
+
+# == issue 11: group norm (layer norm and instance norm are its two ends) and RMSprop =============
+
+
+def _groups_3d(a, num_groups):
+    """View (or copy) of an (N, C, ...) array as (N, G, C/G * M): each group's values in one row."""
+    return a.reshape(a.shape[0], num_groups, a.shape[1] // num_groups * math.prod(a.shape[2:]))
+
+
+def group_norm_forward(x, gamma, beta, num_groups, eps):
+    """y = (x - mean) * rstd * gamma[c] + beta[c] with per-(sample, group) statistics.
+
+    mean, rstd: (N, num_groups), over the C/num_groups channels of the group and all spatial
+    positions; biased variance, rstd = 1 / sqrt(var + eps). num_groups=1 is layer norm over
+    (C, H, W) with a per-channel affine map (WGAN-GP critics); num_groups=C is instance norm.
+    """
+    dtype = x.dtype
+    n, c = x.shape[:2]
+    xg = _groups_3d(x, num_groups)
+    k = xg.shape[2]
+    mean = xg.sum(axis=2) / dtype.type(k)
+    centred = xg - mean[:, :, None]
+    var = np.einsum("ngk,ngk->ng", centred, centred) / dtype.type(k)
+    rstd = 1 / np.sqrt(var + dtype.type(eps))
+    centred *= rstd[:, :, None]
+    y = centred.reshape(n, c, math.prod(x.shape[2:]))
+    if gamma is not None:
+        y *= gamma.reshape(1, c, 1)
+    if beta is not None:
+        y += beta.reshape(1, c, 1)
+    return y.reshape(x.shape), mean, rstd
+
+
+def group_norm_backward(x, gamma, dy, mean, rstd, num_groups):
+    """(dx, dgamma, dbeta); dgamma, dbeta are None when gamma is None (affine=False).
+
+    With xhat = (x - mean) * rstd and g = dy * gamma[c], per (sample, group) of k values:
+    dx = rstd * (g - mean(g) - xhat * mean(g * xhat)); dgamma[c] = sum(dy * xhat), dbeta[c] = sum(dy)
+    over the batch and spatial positions.
+    """
+    n, c = x.shape[:2]
+    xhat = (_groups_3d(x, num_groups) - mean[:, :, None]) * rstd[:, :, None]
+    dy3 = dy.reshape(n, c, math.prod(x.shape[2:]))
+    g = dy3 if gamma is None else dy3 * gamma.reshape(1, c, 1)
+    g = g.reshape(xhat.shape)
+    k = xhat.shape[2]
+    mean_g = g.sum(axis=2) / x.dtype.type(k)
+    mean_gx = np.einsum("ngk,ngk->ng", g, xhat) / x.dtype.type(k)
+    dx = (g - mean_g[:, :, None] - xhat * mean_gx[:, :, None]) * rstd[:, :, None]
+    dx = dx.reshape(x.shape)
+    if gamma is None:
+        return dx, None, None
+    xhat3 = xhat.reshape(dy3.shape)
+    dgamma = np.einsum("ncm,ncm->c", dy3, xhat3)
+    dbeta = _channel_sum(dy3)
+    return dx, dgamma, dbeta
+
+
+def rmsprop_step(params, grads, square_avgs, momentum_buffers, grad_avgs, lr, alpha, eps, weight_decay, momentum,
+                 centered):
+    """One torch.optim.RMSprop step, all arrays updated in place.
+
+    g = grad + weight_decay * p; v = alpha*v + (1-alpha)*g*g; centered: ga = alpha*ga + (1-alpha)*g,
+    avg = sqrt(v - ga*ga) + eps, else avg = sqrt(v) + eps; momentum > 0: buf = momentum*buf + g/avg,
+    p -= lr*buf; else p -= lr*g/avg. momentum_buffers holds one array per param when momentum > 0
+    (else it is empty), grad_avgs one per param when centered (else empty).
+    """
+    lr, alpha, eps, wd, momentum = float(lr), float(alpha), float(eps), float(weight_decay), float(momentum)
+    bufs = momentum_buffers if momentum > 0 else [None] * len(params)
+    gavgs = grad_avgs if centered else [None] * len(params)
+    for p, g, v, buf, ga in zip(params, grads, square_avgs, bufs, gavgs, strict=True):
+        if wd != 0.0:
+            g = g + wd * p
+        v *= alpha
+        v += (1.0 - alpha) * np.square(g)
+        if ga is not None:
+            ga *= alpha
+            ga += (1.0 - alpha) * g
+            avg = np.sqrt(v - np.square(ga))
+        else:
+            avg = np.sqrt(v)
+        avg += eps
+        if buf is not None:
+            buf *= momentum
+            buf += g / avg
+            p -= lr * buf
+        else:
+            p -= lr * (g / avg)
