@@ -360,3 +360,105 @@ def test_gemm_matches_numpy(rng):
             got = gemm(a, b, ta, tb, out=out)
             assert got is out
             close(got, want, f"gemm trans_a={ta} trans_b={tb}")
+
+
+# -- every registry op, through the registry, on both CPU backends ---------------------------------
+
+
+def _registry_calls(rng):
+    """name -> (args for pygan.ops.<name>, indices of the in-place arguments to compare after the call).
+
+    One small float32 call per op of the contract; a new op in reference.__all__ without an entry
+    here fails test_every_registry_op_is_reachable."""
+    x4, w4 = f32(rng, (2, 3, 6, 6)), f32(rng, (4, 3, 3, 3))
+    y4 = R.conv2d_forward(x4, w4, None, 1, 1)
+    xt, wt = f32(rng, (2, 4, 3, 3)), f32(rng, (4, 3, 4, 4))
+    yt = R.conv_transpose2d_forward(xt, wt, None, 2, 1, 0)
+    c = 3
+    xbn, g, b = f32(rng, (4, c, 5, 5), 2.0, 0.5), f32(rng, (c,), 0.5, 1.0), f32(rng, (c,))
+    _, mean, rstd = R.batch_norm_forward(xbn, g, b, None, None, True, 0.1, 1e-5)
+    xgn = f32(rng, (2, 4, 3, 3))
+    _, gmean, grstd = R.group_norm_forward(xgn, f32(rng, (4,)), None, 2, 1e-5)
+    logits, target, scalar = f32(rng, (5,)), (rng.random(5) > 0.5).astype(np.float32), np.float32(1.3)
+    cls_logits, labels = f32(rng, (5, 4)), rng.integers(0, 4, 5)
+    xl, wl = f32(rng, (5, 6)), f32(rng, (3, 6))
+    table, idx = f32(rng, (7, 3)), rng.integers(0, 7, (2, 4))
+    params = lambda: [f32(rng, (4, 3)), f32(rng, (5,))]  # noqa: E731
+    pos = lambda: [np.abs(a) + 1 for a in params()]  # noqa: E731  (centered RMSprop: v > grad_avg**2)
+    return {
+        "conv2d_forward": ((x4, w4, f32(rng, (4,)), 1, 1), ()),
+        "conv2d_backward": ((x4, w4, f32(rng, y4.shape), 1, 1, True), ()),
+        "conv2d_backward_data": ((f32(rng, y4.shape), w4, x4.shape, 1, 1), ()),
+        "conv2d_backward_weight": ((x4, f32(rng, y4.shape), w4.shape, 1, 1), ()),
+        "conv_transpose2d_forward": ((xt, wt, f32(rng, (3,)), 2, 1, 0), ()),
+        "conv_transpose2d_backward": ((xt, wt, f32(rng, yt.shape), 2, 1, 0, True), ()),
+        "batch_norm_forward": ((xbn, g, b, f32(rng, (c,)), np.abs(f32(rng, (c,))) + 0.5, True, 0.1, 1e-5), (3, 4)),
+        "batch_norm_backward": ((xbn, g, f32(rng, xbn.shape), mean, rstd, True), ()),
+        "leaky_relu_forward": ((x4, 0.2), ()),
+        "leaky_relu_backward": ((x4, f32(rng, x4.shape), 0.2), ()),
+        "tanh_forward": ((x4,), ()),
+        "tanh_backward": ((np.tanh(x4), f32(rng, x4.shape)), ()),
+        "sigmoid_forward": ((x4,), ()),
+        "sigmoid_backward": ((R.sigmoid_forward(x4), f32(rng, x4.shape)), ()),
+        "binary_cross_entropy_with_logits_forward": ((logits, target), ()),
+        "binary_cross_entropy_with_logits_backward": ((logits, target, scalar), ()),
+        "adam_step": ((params(), params(), params(), pos(), 3, 1e-3, 0.5, 0.999, 1e-8, 0.01), (0, 2, 3)),
+        "linear_forward": ((xl, wl, f32(rng, (3,))), ()),
+        "linear_backward": ((xl, wl, f32(rng, (5, 3)), True), ()),
+        "avg_pool2d_forward": ((x4, 2, 2), ()),
+        "avg_pool2d_backward": ((f32(rng, (2, 3, 3, 3)), x4.shape, 2, 2), ()),
+        "softmax_cross_entropy_forward": ((cls_logits, labels), ()),
+        "softmax_cross_entropy_backward": ((cls_logits, labels, scalar), ()),
+        "embedding_forward": ((table, idx), ()),
+        "embedding_backward": ((f32(rng, (2, 4, 3)), idx, 7), ()),
+        "group_norm_forward": ((xgn, f32(rng, (4,)), f32(rng, (4,)), 2, 1e-5), ()),
+        "group_norm_backward": ((xgn, f32(rng, (4,)), f32(rng, xgn.shape), gmean, grstd, 2), ()),
+        "rmsprop_step": ((params(), params(), pos(), params(), [0.1 * a for a in params()], 1e-3, 0.99, 1e-8, 0.01, 0.9, True), (0, 2, 3, 4)),
+    }
+
+
+def _copy(a):
+    if isinstance(a, list):
+        return [x.copy() for x in a]
+    return a.copy() if isinstance(a, np.ndarray) else a
+
+
+def _flat(out):
+    if out is None:
+        return []
+    if isinstance(out, (tuple, list)):
+        return [a for o in out for a in _flat(o)]
+    return [np.asarray(out)]
+
+
+@pytest.mark.parametrize("choice", [None, "reference"])
+def test_every_registry_op_is_reachable(monkeypatch, choice):
+    """With PYGAN_CPU_BACKEND unset (numba) and =reference, every op of the contract runs through
+    pygan.ops on the chosen module and gives the reference's answer (the numba kernels within the
+    float32 tolerances above, the ops that fall through to the reference exactly)."""
+    if choice is None:
+        monkeypatch.delenv("PYGAN_CPU_BACKEND", raising=False)
+    else:
+        monkeypatch.setenv("PYGAN_CPU_BACKEND", choice)
+    calls = _registry_calls(np.random.default_rng(7))
+    assert set(calls) == set(ops.OPS), f"no call for {sorted(set(ops.OPS) - set(calls))}"
+    try:
+        ops.set_cpu_backend(None)
+        module = ops.backend_for(np.zeros(1, np.float32))
+        assert module is (cpu if choice is None else R)
+        for name, (args, inplace) in calls.items():
+            ref_args = [_copy(a) for a in args]
+            got_args = [_copy(a) for a in args]
+            want = getattr(R, name)(*ref_args)
+            got = getattr(ops, name)(*got_args)
+            want_arrays = _flat(want) + [a for i in inplace for a in _flat(ref_args[i])]
+            got_arrays = _flat(got) + [a for i in inplace for a in _flat(got_args[i])]
+            assert len(got_arrays) == len(want_arrays) > 0, name
+            for k, (a, b) in enumerate(zip(got_arrays, want_arrays)):
+                assert a.shape == b.shape and a.dtype == b.dtype, f"{name} output {k}: {a.shape} {a.dtype} vs {b.shape} {b.dtype}"
+                if module is R or getattr(cpu, name) is getattr(R, name):
+                    assert np.array_equal(a, b), f"{name} output {k} differs from the reference"
+                else:
+                    close(a, b.astype(np.float64), f"{name} output {k}", atol=1e-5, rtol=1e-5)
+    finally:
+        ops.set_cpu_backend(None)

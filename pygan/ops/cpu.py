@@ -18,7 +18,8 @@ benchmarks/results/cpu_profile.md):
     leaky_relu_*                   numba, one pass on all threads
     adam_step                      numba, one pass per parameter instead of about ten
     everything else                the reference (tanh, sigmoid, BCE, linear, pooling, softmax
-                                   cross-entropy: at DCGAN's sizes numba does not beat numpy there)
+                                   cross-entropy, embedding, group norm, RMSprop: not in the
+                                   DCGAN step, or numba does not beat numpy there at its sizes)
 
 float64 goes to the reference throughout (gradient checks use it; the kernels are compiled for
 float32 only, which keeps the JIT cost down). Threads: see pygan/ops/cpu_runtime.py.
@@ -442,3 +443,8 @@ avg_pool2d_forward = _ref.avg_pool2d_forward
 avg_pool2d_backward = _ref.avg_pool2d_backward
 softmax_cross_entropy_forward = _ref.softmax_cross_entropy_forward
 softmax_cross_entropy_backward = _ref.softmax_cross_entropy_backward
+embedding_forward = _ref.embedding_forward
+embedding_backward = _ref.embedding_backward
+group_norm_forward = _ref.group_norm_forward
+group_norm_backward = _ref.group_norm_backward
+rmsprop_step = _ref.rmsprop_step
