@@ -8,9 +8,9 @@ checks each against the reference). What runs where, and why (the profile behind
 benchmarks/results/cpu_profile.md):
 
     conv2d_*, conv_transpose2d_*   the reference's algorithm (NHWC im2col + one GEMM per
-                                   computation; numba versions of the data movement measured
-                                   slower), with the padded copy, the columns and the GEMM outputs
-                                   in reused buffers and the GEMMs on cpu_runtime.Gemm
+                                   computation), with the padded copy, the columns and the GEMM
+                                   outputs in reused buffers, the GEMMs on cpu_runtime.Gemm and
+                                   col2im a numba gather (im2col stays a numpy strided copy)
     batch_norm_*                   numba: statistics in one kernel, normalise + affine in another,
                                    backward in one kernel (two passes); running stats as reference
     batch_norm_leaky_relu_*        the same kernels with the activation fused (not in OPS: the
@@ -182,21 +182,10 @@ def _im2col(x, kh, kw, stride, padding, oh, ow):
 
 
 def _col2im(dcols, x_shape, kh, kw, oh, ow, stride, padding):
-    """The reference's _col2im with the padded accumulator in a workspace; dx is fresh."""
+    """The reference's _col2im as one numba gather (cpu_kernels.col2im) into a fresh NCHW dx."""
     n, c, h, w = x_shape
-    (sh, sw), (ph, pw) = stride, padding
-    dxp = _workspace("dxpad", (n, h + 2 * ph, w + 2 * pw, c), dcols.dtype)
-    dxp.fill(0)
-    dcols = dcols.reshape(n, oh, ow, kh, kw * c)
-    bn, bh, bw, bc = dxp.strides
-    mh, mw = min(-(-kh // sh), oh), min(-(-kw // sw), ow)
-    for rh in range(mh):
-        for rw in range(mw):
-            src = dcols[:, rh::mh, rw::mw]
-            dst = as_strided(dxp[:, sh * rh:, sw * rw:], src.shape, (bn, mh * sh * bh, mw * sw * bw, bh, bc))
-            np.add(dst, src, out=dst)
     dx = _empty(tuple(x_shape), dcols.dtype)
-    dx[...] = dxp[:, ph:ph + h, pw:pw + w, :].transpose(0, 3, 1, 2)
+    K.col2im(_c(dcols).reshape(n, oh, ow, kh, kw, c), stride[0], stride[1], padding[0], padding[1], dx)
     return dx
 
 

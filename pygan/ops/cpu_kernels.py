@@ -6,12 +6,13 @@ in __pycache__ beside this file, so only a process with a cold cache pays the co
 the CUDA launchers, write into outputs the caller allocated: they allocate nothing, so a test can
 poison every output with NaN and see that each element was written.
 
-Why no convolution kernels: numba versions of im2col/col2im (gathering straight from NCHW into
-either column layout, and the fused scatter back) measured slower than the reference's numpy
-strided copies at most DCGAN layer shapes (faster only at the 1- and 3-channel layers, a small
-share of a step; benchmarks/results/cpu_profile.md), so the CPU backend keeps the reference's
-algorithm for those, with reused buffers and its own GEMM, and uses numba where a kernel fuses
-passes.
+Convolutions: the CPU backend keeps the reference's algorithm (im2col, one BLAS GEMM, col2im)
+and numba does only col2im, as a gather: each input pixel sums the (at most ceil(kh/sh) *
+ceil(kw/sw)) column entries that touch it and is written once, straight into NCHW. The numpy
+col2im it replaces zeroes a padded NHWC buffer, makes one strided read-modify-write pass per
+residue class and then transposes; the gather measured 2-5x faster at the DCGAN layer shapes
+(benchmarks/results/cpu_kernels.json). im2col stays numpy (one strided copy, already a single
+pass).
 
 Threads: the kernels marked parallel run numba.prange loops on numba's thread pool, whose size
 pygan.ops.cpu_runtime sets (one policy for numba and BLAS, see there).
@@ -27,6 +28,46 @@ _JIT = dict(nopython=True, cache=True, nogil=True)
 _PJIT = dict(_JIT, parallel=True)
 # reductions may be reassociated (so LLVM vectorises the float64 sums); nothing else is relaxed
 _PJIT_SUM = dict(_PJIT, fastmath={"reassoc", "contract"})
+
+
+# -- col2im ---------------------------------------------------------------------------------------
+
+
+@numba.jit(**_PJIT)
+def col2im(dcols6, sh, sw, ph, pw, dx):
+    """dx (N, C, H, W) = the adjoint of im2col applied to dcols6 (N, OH, OW, kh, kw, C).
+
+    dx[n, c, h, w] = sum over (i, j) with h + ph - i = oh * sh, w + pw - j = ow * sw (0 <= oh < OH,
+    0 <= ow < OW) of dcols6[n, oh, ow, i, j, c]. One image row (n, h) per iteration, parallel:
+    the C-contiguous column entries are summed into a (W, C) float32 row, which is then written
+    transposed into dx, so every element of dx is written exactly once (rows no patch touches,
+    e.g. under output_padding, get 0)."""
+    n_, oh_, ow_, kh, kw, c_ = dcols6.shape
+    h_, w_ = dx.shape[2], dx.shape[3]
+    for nh in prange(n_ * h_):
+        n = nh // h_
+        h = nh - n * h_
+        acc = np.zeros((w_, c_), np.float32)
+        for i in range(kh):
+            t = h + ph - i
+            if t < 0 or t % sh != 0:
+                continue
+            oh = t // sh
+            if oh >= oh_:
+                continue
+            for w in range(w_):
+                for j in range(kw):
+                    u = w + pw - j
+                    if u < 0 or u % sw != 0:
+                        continue
+                    ow = u // sw
+                    if ow >= ow_:
+                        continue
+                    for c in range(c_):
+                        acc[w, c] += dcols6[n, oh, ow, i, j, c]
+        for c in range(c_):
+            for w in range(w_):
+                dx[n, c, h, w] = acc[w, c]
 
 
 # -- batch norm (+ leaky ReLU) ---------------------------------------------------------------------
