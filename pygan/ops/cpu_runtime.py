@@ -18,23 +18,18 @@ Thread policy
 GEMM
     The convolutions' GEMMs go to the BLAS through scipy.linalg.blas (s/dgemm with transpose flags,
     so C-ordered operands are never copied), into outputs the caller owns; numpy's matmul when
-    scipy's BLAS cannot be had. scipy ships its own OpenBLAS, separate from numpy's. OpenBLAS picks
-    its kernels when it loads; on CPUs it does not know it falls back to an older core (on an AMD
-    EPYC with AVX-512 it picked Haswell, AVX2 only, and ran our GEMMs at about half the speed of its
-    SkylakeX kernels). So when the CPU has the AVX-512 subsets the SkylakeX kernels use, numpy's
-    OpenBLAS says it chose an AVX2 core, the user did not set OPENBLAS_CORETYPE, and scipy's BLAS
-    is not loaded yet, scipy's OpenBLAS is loaded with OPENBLAS_CORETYPE=SkylakeX. numpy's own
-    BLAS is left as it is. PYGAN_CPU_GEMM=numpy uses numpy's matmul instead.
+    scipy's BLAS cannot be had, or with PYGAN_CPU_GEMM=numpy. scipy ships its own OpenBLAS,
+    separate from numpy's; both threads counts are set by the policy above. OpenBLAS chooses its
+    kernels when it loads, from the CPU or from OPENBLAS_CORETYPE when that is set: pygan leaves
+    that choice alone and names the core it got (benchmarks print it). The GEMMs are most of a
+    step, so a host whose environment pins an older core (OPENBLAS_CORETYPE=Haswell on an AVX-512
+    CPU) runs them on AVX2 kernels; benchmarks/results/README.md has figures both ways.
 """
 
 import ctypes
 import os
-import sys
 
 import numpy as np
-
-AVX512_FOR_SKYLAKEX = ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl")
-AVX2_CORES = ("haswell", "zen", "sandybridge", "excavator", "steamroller", "piledriver", "bulldozer")
 
 
 def cpu_flags():
@@ -200,45 +195,24 @@ class Gemm:
 
     def __init__(self):
         self.fblas = None
-        self.coretype_override = None
         self.note = ""
         if os.environ.get("PYGAN_CPU_GEMM", "").strip().lower() == "numpy":
             self.note = "PYGAN_CPU_GEMM=numpy"
             return
-        self._load_scipy_blas()
-
-    def _load_scipy_blas(self):
-        want = None
-        flags = cpu_flags()
-        np_core = (_corename(numpy_blas()) or "").lower()
-        if (
-            "scipy.linalg" not in sys.modules
-            and "OPENBLAS_CORETYPE" not in os.environ
-            and all(f in flags for f in AVX512_FOR_SKYLAKEX)
-            and np_core.startswith(AVX2_CORES)
-        ):
-            want = "SkylakeX"
-        if want:
-            os.environ["OPENBLAS_CORETYPE"] = want
         try:
             from scipy.linalg import blas as fblas
         except ImportError as exc:  # pragma: no cover - scipy is a dependency
             self.note = f"scipy.linalg.blas unavailable ({exc})"
             return
-        finally:
-            if want:
-                del os.environ["OPENBLAS_CORETYPE"]
         self.fblas = fblas
-        self.coretype_override = want
 
     @property
     def name(self):
+        pinned = " (OPENBLAS_CORETYPE set)" if os.environ.get("OPENBLAS_CORETYPE") else ""
         if self.fblas is None:
             core = _corename(numpy_blas())
-            return f"numpy matmul ({core or 'unknown BLAS'})" + (f"; {self.note}" if self.note else "")
-        core = _corename(scipy_blas_handle())
-        forced = " (OPENBLAS_CORETYPE set by pygan)" if self.coretype_override else ""
-        return f"scipy OpenBLAS sgemm, core {core or 'unknown'}{forced}"
+            return f"numpy matmul ({core or 'unknown BLAS'}{pinned})" + (f"; {self.note}" if self.note else "")
+        return f"scipy OpenBLAS sgemm, core {_corename(scipy_blas_handle()) or 'unknown'}{pinned}"
 
     def __call__(self, a, b, trans_a=False, trans_b=False, out=None):
         m = a.shape[1] if trans_a else a.shape[0]
