@@ -87,6 +87,46 @@ def _torch_step_fn(image_size, nc, batch, device):
     return step
 
 
+# The shapes `pygan bench` and benchmarks/bench_train_step.py time by default: (image size, channels)
+STANDARD_SHAPES = ((32, 1), (64, 3))
+
+
+def cpu_backend_name():
+    """"numba" or "reference": the CPU backend numpy arrays dispatch to now."""
+    from . import ops
+
+    return "reference" if ops.cpu_backend() is ops.reference else "numba"
+
+
+def machine_description():
+    """CPU model, SIMD level (AVX2 or AVX-512: the pygan/PyTorch ratio moves with it), cores, load,
+    Python, numpy and its BLAS, and the CPU backend's threads and GEMM."""
+    import os
+
+    from .ops import cpu_runtime
+
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        blas = f"{blas['name']} {blas.get('version', '')}".strip()
+    except Exception:  # noqa: BLE001 - the layout of show_config differs between numpy versions
+        blas = "unknown BLAS"
+    try:
+        load = f", load average {os.getloadavg()[0]:.1f}"
+    except (AttributeError, OSError):
+        load = ""
+    text = (f"{cpu_runtime.cpu_model()} ({cpu_runtime.simd_level()}), {cpu_runtime.available_cores()} cores{load}, "
+            f"Python {platform.python_version()}, numpy {np.__version__} with {blas}")
+    if cpu_backend_name() == "numba":
+        from .ops import cpu
+
+        setup = cpu.setup()
+        text += (f"; CPU backend numba {setup['numba']}: {setup['numba_threads']} numba / {setup['blas_threads']} BLAS "
+                 f"threads ({setup['why']}), GEMM {setup['gemm']}")
+    else:
+        text += "; CPU backend: the numpy reference"
+    return text
+
+
 def _quartiles(values):
     q = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
     return q[0], q[2]
@@ -144,9 +184,9 @@ def time_train_step(image_size=32, nc=1, batch=64, device="cpu", repeats=10, war
     result = {
         "shape": f"{nc}x{image_size}x{image_size} batch {batch}",
         "device": device,
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "machine": machine_description(),
         "repeats": repeats,
-        "cpu_backend": getattr(ops.cpu_backend(), "__name__", "").rsplit(".", 1)[-1] if device == "cpu" else None,
+        "cpu_backend": cpu_backend_name() if device == "cpu" else None,
     }
     for key in live:
         result[f"{key}_ms"] = 1e3 * statistics.median(wall[key])
@@ -169,14 +209,15 @@ def time_train_step(image_size=32, nc=1, batch=64, device="cpu", repeats=10, war
         result["torch_threads"] = torch.get_num_threads()
     elif with_torch:
         result["torch_ms"] = None
-    if device == "cpu" and result["cpu_backend"] == "cpu":
+    if device == "cpu" and result["cpu_backend"] == "numba":
         result["cpu_setup"] = ops.cpu_backend().setup()
     return result
 
 
 def format_results(r):
     backend = f" [{r['cpu_backend']}]" if r.get("cpu_backend") else ""
-    line = f"D+G step {r['shape']} on {r['device']}{backend}: pygan {r['pygan_ms']:.1f} ms"
+    q = r["pygan_ms_quartiles"]
+    line = f"D+G step {r['shape']} on {r['device']}: pygan{backend} {r['pygan_ms']:.1f} ms (quartiles {q[0]:.0f}-{q[1]:.0f})"
     for key in r:
         if key.startswith("ratio_vs_") and not key.endswith(("_quartiles", "_cpu_time")):
             name = key[len("ratio_vs_"):]
@@ -185,7 +226,9 @@ def format_results(r):
                      f"quartiles {lo:.2f}-{hi:.2f}, CPU time {r[key + '_cpu_time']:.2f}x)")
     if r.get("torch_ms"):
         lo, hi = r["ratio_quartiles"]
-        line += (f", PyTorch {r['torch_version']} ({r['torch_threads']} threads) {r['torch_ms']:.1f} ms, "
+        tq = r["torch_ms_quartiles"]
+        line += (f", PyTorch {r['torch_version']} ({r['torch_threads']} threads) {r['torch_ms']:.1f} ms "
+                 f"(quartiles {tq[0]:.0f}-{tq[1]:.0f}), "
                  f"ratio pygan/PyTorch {r['ratio']:.2f}x (quartiles {lo:.2f}-{hi:.2f}; CPU time {r['ratio_cpu_time']:.2f}x)")
     elif "torch_ms" in r:
         line += " (PyTorch not installed: no ratio)"
