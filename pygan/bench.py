@@ -127,6 +127,24 @@ def machine_description():
     return text
 
 
+def _match_torch_threads():
+    """Give PyTorch the CPU backend's thread count, so the two libraries get the same cores.
+
+    Needed in any case: numba's OpenMP threading layer shares libgomp with PyTorch, and starting
+    numba's pool raises the process's OpenMP default to that pool's size, so PyTorch's count
+    would otherwise depend on which library ran first (with OMP_NUM_THREADS=1 it became 2)."""
+    import torch
+
+    from . import ops
+    from .ops import cpu_runtime
+
+    if cpu_backend_name() == "numba":
+        n = ops.cpu_backend().setup()["numba_threads"]
+    else:
+        n = cpu_runtime.apply_thread_policy(with_numba=False)["blas_threads"]
+    torch.set_num_threads(int(n))
+
+
 def _quartiles(values):
     q = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
     return q[0], q[2]
@@ -157,6 +175,8 @@ def time_train_step(image_size=32, nc=1, batch=64, device="cpu", repeats=10, war
     if with_torch:
         try:
             contenders["torch"] = (_torch_step_fn(image_size, nc, batch, device), None)
+            if device == "cpu":
+                _match_torch_threads()
         except ImportError:
             contenders["torch"] = (None, None)
     live = {key: v for key, v in contenders.items() if v[0] is not None}

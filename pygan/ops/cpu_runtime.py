@@ -9,11 +9,15 @@ Thread policy
     OPENBLAS_NUM_THREADS, when set, is the BLAS's count instead of T.
     Why: a training step calls numba kernels and BLAS GEMMs one after another from one Python
     thread, never at the same time, so with each pool at T <= cores the process itself never runs
-    more threads than cores. Oversubscription then comes only from other jobs, and there every
-    barrier (OpenBLAS's workers, numba's OpenMP regions) waits for a thread the OS has descheduled:
-    on a 2-core machine under a load average of 60, a DCGAN step took 6.2 s with 2 threads and
-    1.06 s with 1 (benchmarks/results/README.md). One thread gives up at most the second core's
-    share when the machine is idle; hence the rule. It is decided once per process.
+    more threads than cores. Oversubscription then comes from other jobs, and there every barrier
+    (OpenBLAS's workers, numba's OpenMP regions) waits for a thread the OS has descheduled, and
+    idle workers of one pool spin while the other pool runs: on a shared 2-core machine a 1x32x32
+    DCGAN step took 2.5 s with 2 threads and 0.32 s with 1, in runs minutes apart
+    (benchmarks/results/README.md). One thread gives up at most the second core's share when the
+    machine is idle; hence the rule. It is decided once per process.
+    numba's OpenMP threading layer shares libgomp with other OpenMP users in the process (PyTorch):
+    starting numba's pool sets the process's OpenMP default to the pool's size, so such a library
+    should set its own count after pygan's backend is set up (pygan/bench.py does for PyTorch).
 
 GEMM
     The convolutions' GEMMs go to the BLAS through scipy.linalg.blas (s/dgemm with transpose flags,
