@@ -102,7 +102,8 @@ setup(
     ],
     extras_require={
         "cuda": ["cupy-cuda13x"],
-        "dev": ["pytest", "hypothesis"],
+        # pybind11: tests/test_build.py builds the extension again (CPU-only, in a temporary folder)
+        "dev": ["pytest", "hypothesis", "pybind11>=2.12"],
     },
     entry_points={"console_scripts": ["pygan = pygan.cli:main"]},
     zip_safe=False,

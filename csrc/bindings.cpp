@@ -144,7 +144,14 @@ Array array_arg(py::handle obj, const std::string& op, const std::string& name, 
 #endif
   if (!ok)
     bad(op, name, std::string("must be ") + kMemory + ", got " + std::string(py::str(py::type::of(obj).attr("__name__"))));
-  const py::dict iface = obj.attr(kInterface);
+  // The interface is read defensively: in _C any object may claim one (a forged shape, strides of
+  // another length, a negative or overflowing size must not reach a launcher).
+  const py::object iface_obj = obj.attr(kInterface);
+  if (!py::isinstance<py::dict>(iface_obj)) bad(op, name, std::string("has an invalid ") + kInterface + " (not a dict)");
+  const py::dict iface = py::reinterpret_borrow<py::dict>(iface_obj);
+  for (const char* key : {"shape", "typestr", "data"})
+    if (!iface.contains(key)) bad(op, name, std::string("has an invalid ") + kInterface + " (no '" + key + "')");
+  if (!py::isinstance<py::str>(iface["typestr"])) bad(op, name, std::string("has an invalid ") + kInterface + " (typestr)");
   const std::string typestr = py::str(iface["typestr"]);
   if (typestr != dtype.typestr) {
     const std::string got = py::hasattr(obj, "dtype") ? std::string(py::str(obj.attr("dtype"))) : typestr;
@@ -152,18 +159,47 @@ Array array_arg(py::handle obj, const std::string& op, const std::string& name, 
   }
   if (iface.contains("mask") && !iface["mask"].is_none()) bad(op, name, "must not be a masked array");
   Array a;
-  for (py::handle d : iface["shape"].cast<py::tuple>()) {
-    a.shape.push_back(d.cast<std::int64_t>());
-    a.size *= a.shape.back();
+  py::tuple shape, data, strides;
+  bool has_strides = false, readonly = false;
+  try {
+    shape = iface["shape"].cast<py::tuple>();
+    data = iface["data"].cast<py::tuple>();
+    if (data.size() != 2) throw py::cast_error("data");
+    a.ptr = data[0].cast<std::uintptr_t>();
+    readonly = data[1].cast<bool>();
+    has_strides = iface.contains("strides") && !iface["strides"].is_none();
+    if (has_strides) strides = iface["strides"].cast<py::tuple>();
+    if (has_strides && strides.size() != shape.size()) throw py::cast_error("strides");
+    for (py::handle d : shape) a.shape.push_back(d.cast<std::int64_t>());
+  } catch (const py::cast_error&) {
+    bad(op, name, std::string("has an invalid ") + kInterface + " (shape, strides or data)");
+  } catch (const py::error_already_set&) {  // e.g. a tuple made of None: Python's TypeError
+    bad(op, name, std::string("has an invalid ") + kInterface + " (shape, strides or data)");
   }
-  const py::tuple data = iface["data"].cast<py::tuple>();
-  a.ptr = data[0].cast<std::uintptr_t>();
-  if (output && data[1].cast<bool>()) bad(op, name, "is read-only");
-  if (iface.contains("strides") && !iface["strides"].is_none() && a.size > 0) {
-    const py::tuple strides = iface["strides"].cast<py::tuple>();
+  // Every extent >= 0, and the element count (of the non-zero extents too, as numpy checks) must
+  // fit: an overflowing product must not wrap to a small size.
+  constexpr std::int64_t kMaxElements = std::int64_t(1) << 56;
+  std::int64_t nonzero = 1;
+  a.size = 1;
+  for (const std::int64_t d : a.shape) {
+    if (d < 0) bad(op, name, "has a negative extent in its shape " + shape_str(a.shape));
+    if (d > 0) {
+      if (nonzero > kMaxElements / d) bad(op, name, "is too large (shape " + shape_str(a.shape) + ")");
+      nonzero *= d;
+    }
+    a.size *= d;
+  }
+  if (output && readonly) bad(op, name, "is read-only");
+  if (has_strides && a.size > 0) {
     std::int64_t expected = dtype.itemsize;
     for (std::size_t d = a.shape.size(); d-- > 0;) {
-      if (a.shape[d] != 1 && strides[d].cast<std::int64_t>() != expected)
+      std::int64_t stride = 0;
+      try {
+        stride = strides[d].cast<std::int64_t>();
+      } catch (const py::cast_error&) {
+        bad(op, name, std::string("has an invalid ") + kInterface + " (strides)");
+      }
+      if (a.shape[d] != 1 && stride != expected)
         bad(op, name, "must be C-contiguous (use ascontiguousarray), got strides " +
                           std::string(py::str(strides)) + " for shape " + shape_str(a.shape));
       expected *= a.shape[d];
@@ -298,7 +334,13 @@ PYBIND11_MODULE(PYGAN_MODULE_NAME, m) {
   // loss.cu
   m.def("loss_variants", &pygan::loss_variants, "Names of the loss kernel variants (1-based): BCE-with-logits and softmax cross-entropy forwards.");
   variants["loss"] = pygan::loss_variants();
-  m.def("bce_workspace_size", &pygan::bce_workspace_size, py::arg("n"), py::arg("variant") = 0,
+  m.def(
+      "bce_workspace_size",
+      [](std::int64_t n, int variant) {
+        if (n < 0) bad("bce_workspace_size", "n", "must be >= 0, got " + std::to_string(n));
+        return pygan::bce_workspace_size(n, variant);
+      },
+      py::arg("n"), py::arg("variant") = 0,
         "float32 elements of scratch space binary_cross_entropy_with_logits_forward needs (0: pass None).");
   m.def(
       "binary_cross_entropy_with_logits_forward",

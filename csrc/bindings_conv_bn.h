@@ -7,22 +7,35 @@
 
 namespace {
 
+// Largest stride, padding or kernel extent taken: far beyond any real layer, small enough that no
+// size computed from it (h + 2 * padding, output extents, their products) can overflow int64.
+constexpr std::int64_t kMaxGeometry = std::int64_t(1) << 24;
+
+// One int argument: a Python int (or numpy integer), not a bool, not a float, not a string.
+std::int64_t strict_int(py::handle v, const std::string& op, const std::string& name, const char* what) {
+  if (py::isinstance<py::bool_>(v) || !py::hasattr(v, "__index__") || py::isinstance<py::float_>(v))
+    bad(op, name, what);
+  try {
+    return py::reinterpret_borrow<py::object>(v).attr("__index__")().cast<std::int64_t>();
+  } catch (const py::cast_error&) {
+    bad(op, name, std::string(what) + " (out of range)");
+  }
+}
+
 std::pair<std::int64_t, std::int64_t> int_pair(py::handle v, const std::string& op, const std::string& name,
                                                std::int64_t minimum) {
+  const char* what = "must be an int or a pair of ints";
   std::int64_t a = 0, b = 0;
-  try {
+  if (py::isinstance<py::tuple>(v) || py::isinstance<py::list>(v)) {
     const py::sequence s = py::reinterpret_borrow<py::sequence>(v);
-    if (py::isinstance<py::int_>(v)) {
-      a = b = v.cast<std::int64_t>();
-    } else {
-      if (s.size() != 2) bad(op, name, "must be a pair of ints");
-      a = s[0].cast<std::int64_t>();
-      b = s[1].cast<std::int64_t>();
-    }
-  } catch (const py::cast_error&) {
-    bad(op, name, "must be an int or a pair of ints");
+    if (s.size() != 2) bad(op, name, what);
+    a = strict_int(s[0], op, name, what);
+    b = strict_int(s[1], op, name, what);
+  } else {
+    a = b = strict_int(v, op, name, what);  // a str, bytes, float, bool, None or other object fails here
   }
   if (a < minimum || b < minimum) bad(op, name, "must be >= " + std::to_string(minimum));
+  if (a > kMaxGeometry || b > kMaxGeometry) bad(op, name, "must be <= " + std::to_string(kMaxGeometry));
   return {a, b};
 }
 
@@ -100,6 +113,17 @@ void def_conv_batchnorm(py::module_& m, py::dict& variants) {
          int variant) {
         const std::string op = "conv2d_backward_weight_workspace_size";
         if (x_shape.size() != 4 || w_shape.size() != 4) bad(op, "x_shape/w_shape", "must have 4 entries");
+        for (const auto* v : {&x_shape, &w_shape}) {  // the shape of an array that could exist
+          std::int64_t nonzero = 1;
+          for (const std::int64_t d : *v) {
+            if (d < 0 || (d > 0 && nonzero > (std::int64_t(1) << 56) / d))
+              bad(op, v == &x_shape ? "x_shape" : "w_shape", "is not the shape of an array: " + shape_str(*v));
+            if (d > 0) nonzero *= d;
+          }
+        }
+        if (w_shape[1] != x_shape[1])
+          bad(op, "w_shape", "has " + std::to_string(w_shape[1]) + " input channels but x_shape has " +
+                                 std::to_string(x_shape[1]));
         const auto [sh, sw] = int_pair(stride, op, "stride", 1);
         const auto [ph, pw] = int_pair(padding, op, "padding", 0);
         pygan::Conv2dShape s{x_shape[0], x_shape[1], x_shape[2], x_shape[3], w_shape[0], w_shape[2], w_shape[3],
@@ -154,7 +178,7 @@ void def_conv_batchnorm(py::module_& m, py::dict& variants) {
         const Array arv = optional_arg(running_var, op, "running_var", true);
         if (ax.shape.size() < 2) bad(op, "x", "must be at least 2-D (N, C, ...), got " + shape_str(ax.shape));
         same_shape(op, ax, "x", ay, "y");
-        const std::int64_t n = ax.shape[0], c = ax.shape[1], sp = c ? ax.size / (n * c ? n * c : 1) : 0;
+        const std::int64_t n = ax.shape[0], c = ax.shape[1], sp = n > 0 && c > 0 ? ax.size / (n * c) : 0;
         channel_vector(op, am, "mean", c);
         channel_vector(op, ar, "rstd", c);
         channel_vector(op, ag, "gamma", c);
@@ -172,7 +196,7 @@ void def_conv_batchnorm(py::module_& m, py::dict& variants) {
                                   momentum, eps, act, slope, variant, stream);
       },
       py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("running_mean"), py::arg("running_var"), py::arg("y"),
-      py::arg("mean"), py::arg("rstd"), py::arg("training"), py::arg("momentum"), py::arg("eps"), py::arg("act") = 0,
+      py::arg("mean"), py::arg("rstd"), py::arg("training").noconvert(), py::arg("momentum"), py::arg("eps"), py::arg("act") = 0,
       py::arg("negative_slope") = 0.0f, py::arg("variant") = 0, py::arg("stream") = 0,
       "y = act(batch_norm(x)) over axis 1; writes mean, rstd; act 0 = none, 1 = leaky ReLU.");
   m.def(
@@ -188,7 +212,7 @@ void def_conv_batchnorm(py::module_& m, py::dict& variants) {
         if (ax.shape.size() < 2) bad(op, "x", "must be at least 2-D (N, C, ...), got " + shape_str(ax.shape));
         same_shape(op, ax, "x", ady, "dy");
         same_shape(op, ax, "x", adx, "dx");
-        const std::int64_t n = ax.shape[0], c = ax.shape[1], sp = c ? ax.size / (n * c ? n * c : 1) : 0;
+        const std::int64_t n = ax.shape[0], c = ax.shape[1], sp = n > 0 && c > 0 ? ax.size / (n * c) : 0;
         for (const auto& [a, name] : {std::pair<const Array*, const char*>{&am, "mean"}, {&ar, "rstd"}, {&ag, "gamma"},
                                       {&ab, "beta"}, {&adg, "dgamma"}, {&adb, "dbeta"}})
           channel_vector(op, *a, name, c);
@@ -200,7 +224,7 @@ void def_conv_batchnorm(py::module_& m, py::dict& variants) {
                                    variant, stream);
       },
       py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("dy"), py::arg("mean"), py::arg("rstd"), py::arg("dx"),
-      py::arg("dgamma"), py::arg("dbeta"), py::arg("training"), py::arg("act") = 0, py::arg("negative_slope") = 0.0f,
+      py::arg("dgamma"), py::arg("dbeta"), py::arg("training").noconvert(), py::arg("act") = 0, py::arg("negative_slope") = 0.0f,
       py::arg("variant") = 0, py::arg("stream") = 0,
       "dx (and dgamma, dbeta when not None) of act(batch_norm(x)); beta is read only for a fused activation.");
 }

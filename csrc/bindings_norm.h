@@ -131,7 +131,7 @@ void def_norm(py::module_& m, py::dict& variants) {
       },
       py::arg("params"), py::arg("grads"), py::arg("square_avgs"), py::arg("momentum_buffers"), py::arg("grad_avgs"),
       py::arg("lr"), py::arg("alpha"), py::arg("eps"), py::arg("weight_decay"), py::arg("momentum"),
-      py::arg("centered"), py::arg("variant") = 0, py::arg("stream") = 0,
+      py::arg("centered").noconvert(), py::arg("variant") = 0, py::arg("stream") = 0,
       "One torch.optim.RMSprop step, in place; momentum_buffers ([] unless momentum > 0) and grad_avgs ([] unless "
       "centered) hold one array per param.");
 }

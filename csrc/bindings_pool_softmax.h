@@ -64,7 +64,13 @@ void def_pool_softmax(py::module_& m, py::dict& variants) {
       py::arg("stream") = 0, "dx (preallocated; its shape is the input's) = avg_pool2d's input gradient of dy.");
 
   // ---- loss.cu: softmax cross-entropy (the "loss" family's variants) ----
-  m.def("softmax_cross_entropy_workspace_size", &pygan::softmax_cross_entropy_workspace_size, py::arg("rows"),
+  m.def(
+      "softmax_cross_entropy_workspace_size",
+      [](std::int64_t rows, int variant) {
+        if (rows < 0) bad("softmax_cross_entropy_workspace_size", "rows", "must be >= 0, got " + std::to_string(rows));
+        return pygan::softmax_cross_entropy_workspace_size(rows, variant);
+      },
+      py::arg("rows"),
         py::arg("variant") = 0,
         "float32 elements of scratch space softmax_cross_entropy_forward needs for `rows` rows (0: pass None).");
   m.def(

@@ -39,11 +39,8 @@ from .random import manual_seed
 FORMAT_KIND = "pygan-classifier-1"
 IMAGE_SIZE = 32
 ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
-CLASS_NAMES = {
-    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                      "Ankle boot"],
-    "mnist": [str(d) for d in range(10)],
-}
+# the data sets a feature classifier is trained for (their class names are the data module's)
+CLASS_NAMES = {key: data.CLASS_NAMES[key] for key in ("fashion-mnist", "mnist")}
 
 
 class Classifier(nn.Module):

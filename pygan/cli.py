@@ -54,6 +54,13 @@ def _add_train(sub):
     p.add_argument("--device", default="auto", help="cpu | cuda | auto (the GPU when there is one)")
     p.add_argument("--max-steps", type=_positive_int, default=None, help="stop after this many D steps")
     _add_variant_options(p)
+    g = p.add_argument_group("conditional generation and the EMA generator")
+    g.add_argument("--conditional", action="store_true",
+                   help="G(z, y) and a projection D(x, y) on the data set's class labels (Mirza & Osindero 2014; "
+                        "Miyato & Koyama 2018); grids show one row per class")
+    g.add_argument("--ema-decay", type=float, default=0.0, metavar="DECAY",
+                   help="keep an exponential moving average of G's weights (e.g. 0.999); sample/eval use it (0: off)")
+    g.add_argument("--ema-start", type=int, default=0, metavar="STEP", help="the EMA copies G until this step")
     p.add_argument("--fake-size", type=_positive_int, default=1024, help="images in the `fake` data set")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (there is none either when stderr is not a terminal)")
@@ -111,7 +118,16 @@ def _add_sample(sub):
                    help="rows that walk (spherically) between two random z; --n rows of --steps images")
     p.add_argument("--steps", type=_positive_int, default=8, help="images per interpolation row")
     p.add_argument("--device", default="auto", help="cpu | cuda | auto")
+    _add_generator_options(p)
+    p.add_argument("--class", dest="class_", default=None, metavar="K",
+                   help="a conditional model's class, by index or name (e.g. Sandal); default: one row per class")
     p.set_defaults(func=cmd_sample)
+
+
+def _add_generator_options(p):
+    p.add_argument("--truncation", type=float, default=None, metavar="PSI",
+                   help="the truncation trick: redraw every z component with |z| > PSI (Brock et al. 2019)")
+    p.add_argument("--no-ema", action="store_true", help="use the trained G even when the checkpoint has an EMA generator")
 
 
 def _add_eval(sub):
@@ -128,6 +144,7 @@ def _add_eval(sub):
     p.add_argument("--device", default="auto", help="cpu | cuda | auto")
     p.add_argument("--classifier", default=None, help="classifier weights (default: the one shipped for --dataset)")
     p.add_argument("--no-floor", action="store_true", help="skip the real-vs-real floor (10k training images)")
+    _add_generator_options(p)
     p.add_argument("--out", default=None, help="JSON file for the results (default: beside the input, *-eval.json)")
     p.set_defaults(func=cmd_eval)
 
@@ -169,6 +186,7 @@ def cmd_train(args):
         lr=args.lr, lr_d=args.lrD, lr_g=args.lrG, beta1=args.beta1, beta2=args.beta2, d_steps=args.d_steps,
         clip=args.clip, gp_weight=args.gp_weight, r1=args.r1, d_norm=args.d_norm, spectral_norm=args.spectral_norm,
         label_smooth=args.label_smooth, label_flip=args.label_flip, instance_noise=args.instance_noise,
+        conditional=args.conditional, ema_decay=args.ema_decay, ema_start=args.ema_start,
         channels=args.nc, fake_size=args.fake_size, progress=not args.no_progress, eval_every=args.eval_every,
         eval_n=args.eval_n, keep_best=not args.no_keep_best,
     )
@@ -186,39 +204,81 @@ def cmd_train(args):
     return 0
 
 
+def _check_truncation(psi):
+    if psi is not None and not psi > 0:
+        raise ValueError(f"--truncation must be positive (|z| <= PSI), got {psi}")
+
+
+def _class_index(G, text):
+    """The class --class names (an index or a name) for a conditional G; ValueError otherwise."""
+    if not G.num_classes:
+        raise ValueError("--class needs a conditional model (trained with --conditional); this checkpoint's is not")
+    names = G.classes or [str(k) for k in range(G.num_classes)]
+    if text in names:
+        return names.index(text)
+    lowered = [n.lower() for n in names]
+    if text.lower() in lowered:
+        return lowered.index(text.lower())
+    try:
+        k = int(text)
+    except ValueError:
+        k = None
+    if k is None or not 0 <= k < G.num_classes:
+        raise ValueError(f"--class must be an index in [0, {G.num_classes}) or one of {', '.join(names)}; got {text!r}")
+    return k
+
+
 def cmd_sample(args):
     from . import data
     from .autograd import normalise_device
+    from .ema import truncated_normal
     from .evaluate import run_generator
     from .train import load_generator
 
+    _check_truncation(args.truncation)
     device = normalise_device(args.device)
-    G, _ = load_generator(args.checkpoint, device)
+    G, _ = load_generator(args.checkpoint, device, ema=not args.no_ema)
+    k = None if args.class_ is None else _class_index(G, args.class_)
     rng = np.random.default_rng(args.seed)
+    row_labels = None
     if args.interpolate:
-        a, b = rng.standard_normal((2, args.n, G.nz))
+        a, b = truncated_normal(rng, (2, args.n, G.nz), args.truncation)
         t = np.linspace(0.0, 1.0, args.steps)
         z = np.stack([_slerp(a[i], b[i], t) for i in range(args.n)]).reshape(-1, G.nz)
         nrow = args.steps
-    else:
-        z = rng.standard_normal((args.n, G.nz))
+        rows = np.full(args.n, k) if k is not None else np.arange(args.n) % max(G.num_classes, 1)
+    elif G.num_classes and k is None:  # one row of --nrow per class
+        rows = np.arange(G.num_classes)
+        z = truncated_normal(rng, (G.num_classes * args.nrow, G.nz), args.truncation)
         nrow = args.nrow
-    images = run_generator(G, z, device=device)
-    if args.out.lower().endswith((".npy", ".npz")):
-        _save_arrays(args.out, images)
     else:
-        data.save_image_grid(images, args.out, nrow=nrow)
-    print(f"wrote {len(images)} samples to {args.out}")
+        z = truncated_normal(rng, (args.n, G.nz), args.truncation)
+        nrow = args.nrow
+        rows = None
+    labels = None
+    if G.num_classes:  # rows: the class of each row of the grid (None: every image is class k)
+        labels = np.full(len(z), k) if rows is None else np.repeat(rows, len(z) // len(rows))
+        names = G.classes or [str(c) for c in range(G.num_classes)]
+        row_labels = None if rows is None else [names[r] for r in rows]
+    images = run_generator(G, z, device=device, labels=labels)
+    if args.out.lower().endswith((".npy", ".npz")):
+        _save_arrays(args.out, images, labels)
+    else:
+        data.save_image_grid(images, args.out, nrow=nrow, row_labels=row_labels)
+    which = "the EMA generator" if G.is_ema else "G"
+    asked = f" of class {(G.classes or [])[k] if G.classes else k}" if k is not None else ""
+    print(f"wrote {len(images)} samples{asked} from {which} to {args.out}")
     return 0
 
 
-def _save_arrays(path, images):
-    """images (float32 in [-1, 1]) as .npy or .npz ('images'), written atomically."""
+def _save_arrays(path, images, labels=None):
+    """images (float32 in [-1, 1]) as .npy or .npz ('images', and 'labels' for a conditional model),
+    written atomically."""
     from .checkpoint import atomic_write
 
     with atomic_write(path) as f:
         if path.lower().endswith(".npz"):
-            np.savez(f, images=images)
+            np.savez(f, images=images, **({} if labels is None else {"labels": labels}))
         else:
             np.save(f, images)
 
@@ -233,25 +293,37 @@ def cmd_eval(args):
 
     if args.n < 2 * evaluate.K_DENSITY_COVERAGE:
         raise ValueError(f"--n must be at least {2 * evaluate.K_DENSITY_COVERAGE} (k-NN metrics), got {args.n}")
+    _check_truncation(args.truncation)
     device = normalise_device(args.device)
     started = time.perf_counter()
+    if args.samples and (args.truncation is not None or args.no_ema):
+        raise ValueError("--truncation and --no-ema choose how a --checkpoint's generator is sampled; with --samples "
+                         "the images are given")
     # Samples are read and checked (layout, size, values) before the classifier or anything else is built.
     samples = None if args.checkpoint else evaluate.load_samples(args.samples)
     extractor = classifier.load(args.dataset, args.classifier, device)
     if args.checkpoint:
-        G, meta = load_generator(args.checkpoint, device)
+        G, meta = load_generator(args.checkpoint, device, ema=not args.no_ema)
         trained_on = (meta.get("config") or {}).get("dataset")
         if trained_on and trained_on.replace("_", "-").lower() != extractor.dataset:
             print(f"pygan: warning: {args.checkpoint} was trained on {trained_on!r} but is being compared with "
                   f"{extractor.dataset!r} (--dataset)", file=sys.stderr)
-        images = evaluate.generate(G, args.n, args.seed, args.batch_size, device)
-        source, what = args.checkpoint, f"{args.n} samples from {args.checkpoint} (z seed {args.seed})"
+        images = evaluate.generate(G, args.n, args.seed, args.batch_size, device, truncation=args.truncation)
+        labels = None
+        if G.num_classes:
+            images, labels = images
+        trunc = f", truncation {args.truncation}" if args.truncation else ""
+        which = "the EMA generator of " if G.is_ema else ""
+        per_class = f", {args.n // G.num_classes} per class" if G.num_classes else ""
+        source, what = args.checkpoint, f"{args.n} samples from {which}{args.checkpoint} (z seed {args.seed}{trunc}{per_class})"
     else:
         images = samples
         source, what = args.samples, f"{len(images)} images from {args.samples}"
     print(f"evaluating {what} with classifier {evaluate.metric_prefix(extractor)} on {device}")
     reference = evaluate.RealReference(extractor, args.dataroot, floor=not args.no_floor, seed=args.seed)
     result = evaluate.evaluate_images(images, reference)
+    if args.checkpoint and labels is not None:
+        result.update(evaluate.conditional_metrics(images, labels, reference, G.classes))
     result["source"] = what
     result["seconds"] = round(time.perf_counter() - started, 1)
     print(evaluate.format_table(result))

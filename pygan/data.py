@@ -60,10 +60,20 @@ def _to_float(u8, out=None):
 # ------------------------------------------------------------------------------------------------
 
 
-class Dataset:
-    """Images in memory: `images` float32 (N, C, S, S) in [-1, 1], `labels` int64 (N,) or None."""
+CLASS_NAMES = {
+    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"],
+    "mnist": [str(d) for d in range(10)],
+    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+    "fake": ["blob", "ring", "stripes"],
+}
 
-    def __init__(self, images, labels=None, name="custom"):
+
+class Dataset:
+    """Images in memory: `images` float32 (N, C, S, S) in [-1, 1], `labels` int64 (N,) or None,
+    `classes` the class names (labels index them) or None."""
+
+    def __init__(self, images, labels=None, name="custom", classes=None):
         images = np.asarray(images)
         if images.ndim != 4:
             raise ValueError(f"images must be 4-D (N, C, H, W), got shape {images.shape}")
@@ -76,6 +86,14 @@ class Dataset:
         self.images = images
         self.labels = labels
         self.name = name
+        if labels is not None and classes is None:
+            classes = [str(k) for k in range(int(labels.max()) + 1 if labels.size else 0)]
+        self.classes = None if labels is None else list(classes)
+
+    @property
+    def num_classes(self):
+        """Number of classes (0 for an unlabelled data set)."""
+        return 0 if self.classes is None else len(self.classes)
 
     @property
     def num_channels(self):
@@ -140,11 +158,12 @@ def load_dataset(name="fashion-mnist", dataroot=None, image_size=32, train=True,
         if image_size != 32:
             images = resize_images(images, image_size, "bicubic")
     elif key == "folder":
-        images, labels = _load_folder(dataroot, image_size, 3 if channels is None else channels), None
+        images, labels, classes = _load_folder(dataroot, image_size, 3 if channels is None else channels)
+        return Dataset(images, labels, key, classes)
     else:
         fake_size = _check_positive_int(fake_size, "fake_size")
         images, labels = make_fake_images(fake_size, image_size, 3 if channels is None else channels, seed)
-    return Dataset(images, labels, key)
+    return Dataset(images, labels, key, CLASS_NAMES[key])
 
 
 def _canonical_name(name):
@@ -388,7 +407,19 @@ def _load_folder(dataroot, size, channels):
         out[i] = _load_image(path, size, channels).reshape(shape[1:])
     if channels == 3:
         out = out.transpose(0, 3, 1, 2)
-    return _to_float(out)
+    labels, classes = _folder_labels(folder, paths)
+    return _to_float(out), labels, classes
+
+
+def _folder_labels(folder, paths):
+    """(labels, class names) when every image lies in a sub-folder of `folder` (one sub-folder per
+    class, as torchvision's ImageFolder; classes sorted by name), else (None, None)."""
+    parts = [os.path.relpath(p, folder).split(os.sep) for p in paths]
+    if any(len(q) < 2 for q in parts):
+        return None, None
+    classes = sorted({q[0] for q in parts})
+    index = {name: k for k, name in enumerate(classes)}
+    return np.array([index[q[0]] for q in parts], dtype=np.int64), classes
 
 
 # ------------------------------------------------------------------------------------------------
@@ -595,17 +626,39 @@ def make_grid(images, nrow=8, padding=2):
     return grid[0] if c == 1 else grid.transpose(1, 2, 0).copy()
 
 
-def save_image_grid(images, path, nrow=8, padding=2):
+def save_image_grid(images, path, nrow=8, padding=2, row_labels=None):
     """Write make_grid(images) to `path` atomically (checkpoint.atomic_write).
 
-    Grayscale images give an 'L' PNG, 3-channel ones an 'RGB' PNG. Returns the path.
+    Grayscale images give an 'L' PNG, 3-channel ones an 'RGB' PNG. `row_labels` (one string per
+    row) are written in a white margin left of the rows (a conditional model's class names).
+    Returns the path.
     """
-    Image = _pil().Image
+    pil = _pil()
+    Image = pil.Image
     grid = make_grid(images, nrow, padding)
+    picture = Image.fromarray(grid)  # 2-D -> "L", (H, W, 3) -> "RGB"
+    if row_labels is not None:
+        picture = _label_rows(picture, list(row_labels), _as_numpy(images).shape[2], padding)
     from .checkpoint import atomic_write
 
     path = os.fspath(path)
     fmt = Image.registered_extensions().get(os.path.splitext(path)[1].lower(), "PNG")
     with atomic_write(path) as f:
-        Image.fromarray(grid).save(f, format=fmt)   # 2-D -> "L", (H, W, 3) -> "RGB"
+        picture.save(f, format=fmt)
     return path
+
+
+def _label_rows(picture, labels, h, padding):
+    """The grid with a white margin on the left holding one label per row of images."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    draw = ImageDraw.Draw(picture)
+    width = max((int(draw.textlength(str(t), font=font)) for t in labels), default=0) + 8
+    out = Image.new(picture.mode, (picture.width + width, picture.height), 255 if picture.mode == "L" else (255, 255, 255))
+    out.paste(picture, (width, 0))
+    draw = ImageDraw.Draw(out)
+    for r, text in enumerate(labels):
+        top = padding + r * (h + padding)
+        draw.text((4, top + h // 2), str(text), fill=0 if out.mode == "L" else (0, 0, 0), font=font, anchor="lm")
+    return out

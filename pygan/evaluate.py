@@ -29,6 +29,7 @@ class RealReference:
         key = extractor.dataset
         test = datasets.load_dataset(key, dataroot, classifier_mod.IMAGE_SIZE, train=False)
         self.extractor = extractor
+        self.labels = test.labels
         self.features, self.probs = extractor(test.images)
         self.radii = metrics.knn_radii(self.features, [K_PRECISION_RECALL, K_DENSITY_COVERAGE])
         self.stats = metrics.feature_statistics(self.features)
@@ -96,6 +97,11 @@ def format_table(result):
     floor_n = f"; real floor: {floor['n']} training images scored the same way" if floor else ""
     lines.append(f"{result['n']} samples scored against {result['real_reference']}{floor_n}")
     lines.append(f"classifier {prefix}: test accuracy {result['classifier']['test_accuracy']:.4f}")
+    if result.get("class_accuracy") is not None:
+        names = classes
+        per = ", ".join(f"{name} {v:.2f}" for name, v in zip(names, result["intra_fd_per_class"]) if v is not None)
+        lines.append(f"conditional: class accuracy {result['class_accuracy']:.4f} (samples recognised as the class asked "
+                     f"for), intra-FD {result['intra_fd']:.4f} (per class: {per})")
     if result["biased"]:
         lines.append(f"note: n < {FULL_N}: these numbers are BIASED (FD up, recall and coverage down) and are "
                      f"comparable only with runs at the same n")
@@ -108,23 +114,68 @@ def write_json(result, path):
         f.write((json.dumps(result, indent=1, sort_keys=True) + "\n").encode())
 
 
-def generate(G, n, seed=0, batch_size=500, device="cpu"):
-    """n images from generator G with z ~ N(0, I) drawn from a fixed seed (as `pygan sample --seed`)."""
-    z = np.random.default_rng(seed).standard_normal((n, G.nz))
-    return run_generator(G, z, batch_size, device)
+def balanced_labels(n, num_classes):
+    """n class labels with every class equally often (the first n % K classes once more), sorted."""
+    return np.sort(np.arange(n) % num_classes)
 
 
-def run_generator(G, z, batch_size=500, device="cpu"):
-    """G(z) in eval mode (running BatchNorm statistics), batch by batch, as float32 numpy images."""
+def generate(G, n, seed=0, batch_size=500, device="cpu", truncation=None, labels=None):
+    """n images from generator G with z ~ N(0, I) drawn from a fixed seed (as `pygan sample --seed`),
+    every component redrawn beyond `truncation` (the truncation trick) when given. A conditional
+    G gets `labels`, by default balanced_labels(n, G.num_classes). Returns images, or (images,
+    labels) for a conditional G."""
+    from .ema import truncated_normal
+
+    z = truncated_normal(np.random.default_rng(seed), (n, G.nz), truncation)
+    if not getattr(G, "num_classes", 0):
+        return run_generator(G, z, batch_size, device)
+    labels = balanced_labels(n, G.num_classes) if labels is None else np.asarray(labels)
+    return run_generator(G, z, batch_size, device, labels), labels
+
+
+def run_generator(G, z, batch_size=500, device="cpu", labels=None):
+    """G(z) (or G(z, labels)) in eval mode (running BatchNorm statistics), batch by batch, as float32
+    numpy images."""
     from .autograd import Tensor, no_grad, to_device
 
-    z = np.asarray(z, dtype=np.float32).reshape(len(z), G.nz, 1, 1)
+    z = np.asarray(z, dtype=np.float32).reshape(len(z), G.nz)
     was_training = G.training
     G.eval()
+    out = []
     with no_grad():
-        out = [G(Tensor(to_device(z[i : i + batch_size], device))).numpy() for i in range(0, len(z), batch_size)]
+        for i in range(0, len(z), batch_size):
+            zb = Tensor(to_device(z[i : i + batch_size], device))
+            if labels is None:
+                out.append(G(zb).numpy())
+            else:
+                out.append(G(zb, to_device(np.asarray(labels[i : i + batch_size], dtype=np.int64), device)).numpy())
     G.train(was_training)
     return np.concatenate(out)
+
+
+def conditional_metrics(images, labels, reference, class_names=None):
+    """For samples asked of a conditional G: the classifier's accuracy on them (how often a sample is
+    recognised as the class asked for) and the per-class Frechet distance against the test images
+    of that class (intra-FD; Miyato & Koyama 2018), averaged over classes. Both need the model's
+    classes to be the classifier's (the same data set)."""
+    ex = reference.extractor
+    classes = ex.meta.get("classes")
+    if class_names is not None and classes is not None and list(class_names) != list(classes):
+        raise ValueError(f"the generator's classes {list(class_names)} are not the classifier's {list(classes)} "
+                         "(class accuracy and intra-FD need the same data set)")
+    features, probs = ex(images)
+    labels = np.asarray(labels)
+    accuracy = float((probs.argmax(axis=1) == labels).mean())
+    per_class = []
+    for k in range(probs.shape[1]):
+        fake, real = features[labels == k], reference.features[reference.labels == k]
+        if len(fake) < 2 or len(real) < 2:
+            per_class.append(None)
+            continue
+        per_class.append(metrics.frechet_distance(*metrics.feature_statistics(real), *metrics.feature_statistics(fake)))
+    scored = [v for v in per_class if v is not None]
+    return {"class_accuracy": accuracy, "intra_fd": float(np.mean(scored)) if scored else None,
+            "intra_fd_per_class": per_class}
 
 
 SAMPLE_DTYPES = ("uint8", "float16", "float32", "float64")

@@ -40,20 +40,22 @@ import numpy as np
 from . import checkpoint as ckpt
 from . import data as datasets
 from . import losses, optim, recipes
+from .ema import ModelEMA
 from .autograd import Tensor, array_module, no_grad, normalise_device, to_device
 from .models import Discriminator, Generator
 from .random import default_generator, get_rng_state, manual_seed, set_rng_state
 
 LOG_FIELDS = ["step", "epoch", "loss_D", "loss_G", "D_x", "D_G_z1", "D_G_z2", "seconds"]
 EVAL_FIELDS = ["step", "epoch", "n", "frechet_distance", "precision", "recall", "density", "coverage",
-               "class_kl_to_uniform", "inception_score", "seconds"]
+               "class_kl_to_uniform", "inception_score", "seconds", "generator", "class_accuracy", "intra_fd"]
 CHECKPOINT = "checkpoint.safetensors"
 BEST_CHECKPOINT = "checkpoint-best.safetensors"
 LOCK = ".lock"
 GRID_NAME = "fake_samples_epoch_{:03d}.png"  # the epoch number is 1-based: the grid after the first epoch is _001
 # What `pygan train` writes; a fresh run (no --resume) starts by removing these.
 _OUTPUT_NAMES = (CHECKPOINT, BEST_CHECKPOINT, "log.csv", "eval.csv", "losses.png", "real_samples.png")
-_GRID_RE = re.compile(r"^fake_samples_epoch_\d+\.png$")
+EMA_GRID_NAME = "fake_samples_ema_epoch_{:03d}.png"  # the EMA generator's grid, when --ema-decay is on
+_GRID_RE = re.compile(r"^fake_samples_(ema_)?epoch_\d+\.png$")
 # Temporary files of checkpoint.atomic_write (".<name>.<pid>.<8 hex>.tmp") and of older versions'
 # log truncation ("log.csv.tmp"): what a killed run can leave behind.
 _TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
@@ -63,15 +65,17 @@ _OLD_TEMP_NAMES = ("log.csv.tmp", "eval.csv.tmp")
 _FIXED_OPTIONS = {"nz": "--nz", "ngf": "--ngf", "ndf": "--ndf", "image_size": "--imageSize", "nc": "--nc",
                   "dataset": "--dataset", "batch_size": "--batchSize", "fake_size": "--fake-size",
                   "manual_seed": "--manualSeed", "d_norm": "--d-norm", "spectral_norm": "--spectral-norm",
-                  "optimizer": "--optimizer"}
+                  "optimizer": "--optimizer", "conditional": "--conditional"}
 # Options a resumed run may change: applied, printed, recorded in the next checkpoint.
 _CHANGEABLE_OPTIONS = {"lr": "lr", "lr_d": "lrD", "lr_g": "lrG", "beta1": "beta1", "beta2": "beta2",
                        "d_steps": "d_steps", "label_smooth": "label_smooth", "label_flip": "label_flip",
                        "instance_noise": "instance_noise", "loss": "loss", "clip": "clip", "gp_weight": "gp_weight",
-                       "r1": "r1", "niter": "niter", "max_steps": "max_steps"}
+                       "r1": "r1", "niter": "niter", "max_steps": "max_steps", "ema_decay": "ema_decay",
+                       "ema_start": "ema_start"}
 # Model options recorded in the checkpoint's model description after the first DCGAN version:
 # a checkpoint without them was made with these values.
-_MODEL_VARIANT_DEFAULTS = {"d_norm": "batch", "spectral_norm": False}
+_MODEL_VARIANT_DEFAULTS = {"d_norm": "batch", "spectral_norm": False, "num_classes": 0, "embed_dim": 0}
+_NEWER_OPTION_DEFAULTS = {"optimizer": "adam", "conditional": False}  # options older checkpoints do not record
 # Model sizes beyond these are not DCGANs anyone trains here; metadata claiming them is refused
 # before anything is allocated (the tensor shapes are checked as well).
 _MAX_WIDTH = 1 << 16
@@ -130,6 +134,10 @@ class Config:
     label_smooth: float | None = None  # target for real images (one-sided smoothing)
     label_flip: float | None = None  # probability of swapping D's real/fake labels per sample
     instance_noise: float | None = None  # std of Gaussian noise on D's inputs, annealed linearly to 0
+    # Conditional generation and the EMA generator (the conditional-generation issue).
+    conditional: bool = False  # G(z, y) and a projection D(x, y) on the data set's class labels
+    ema_decay: float = 0.0  # > 0: keep an exponential moving average of G's weights (e.g. 0.999)
+    ema_start: int = 0  # the EMA copies G until this step, then averages
 
     def resolve(self):
         """Fill the variant options left unset from the recipe, then the defaults (once); returns
@@ -171,6 +179,10 @@ class Config:
         if self.image_size not in (32, 64, 128):
             raise ValueError(f"imageSize must be 32, 64 or 128 (DCGAN's sizes), got {self.image_size}")
         recipes.validate({name: getattr(self, name) for name in recipes.DEFAULTS})
+        if isinstance(self.ema_decay, bool) or not isinstance(self.ema_decay, (int, float)) or not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1) (0: no EMA generator), got {self.ema_decay!r}")
+        if isinstance(self.ema_start, bool) or not isinstance(self.ema_start, int) or self.ema_start < 0:
+            raise ValueError(f"ema_start must be a non-negative integer step, got {self.ema_start!r}")
         if self.resume and self.overwrite:
             raise ValueError("--resume and --overwrite exclude each other: continue the run, or replace it")
         normalise_device(self.device)
@@ -238,11 +250,21 @@ class Trainer:
             raise ckpt.CheckpointError(
                 f"cannot resume from {self.checkpoint_path}: it was made with {resume[2]['nc']} image channels, this "
                 f"run's data has {self.nc} (--nc); use the checkpoint's options, or a new --outf")
-        self.loader = datasets.DataLoader(self.dataset, batch_size=c.batch_size, shuffle=True, drop_last=True, seed=c.manual_seed)
+        self.classes = None
+        if c.conditional:
+            if self.dataset.num_classes < 2:
+                raise ValueError(
+                    f"--conditional needs a labelled data set with at least 2 classes; {c.dataset!r} has no labels here "
+                    "(for --dataset folder, put each class's images in its own sub-folder of --dataroot)")
+            self.classes = list(self.dataset.classes)
+        self.num_classes = len(self.classes) if self.classes else 0
+        self.loader = datasets.DataLoader(self.dataset, batch_size=c.batch_size, shuffle=True, drop_last=True, seed=c.manual_seed,
+                                          return_labels=c.conditional)
 
         manual_seed(c.manual_seed)
-        self.G = Generator(c.nz, c.ngf, self.nc, c.image_size).to(self.device)
-        self.D = Discriminator(c.ndf, self.nc, c.image_size, norm=c.d_norm, spectral_norm=c.spectral_norm).to(self.device)
+        self.G = Generator(c.nz, c.ngf, self.nc, c.image_size, num_classes=self.num_classes).to(self.device)
+        self.D = Discriminator(c.ndf, self.nc, c.image_size, norm=c.d_norm, spectral_norm=c.spectral_norm,
+                               num_classes=self.num_classes).to(self.device)
         self.optG = self._optimizer(self.G, c.lr_g or c.lr)
         self.optD = self._optimizer(self.D, c.lr_d or c.lr)
         self.total_steps = c.niter * len(self.loader)  # instance noise anneals over --niter epochs (not --max-steps)
@@ -250,7 +272,13 @@ class Trainer:
         # a loss does when the learning rate is far too high).
         self._running_stats = [(f"{prefix}.{name}", b) for prefix, m in (("G", self.G), ("D", self.D))
                                for name, b in m.named_buffers() if name.endswith(("running_mean", "running_var"))]
-        self.fixed_noise = self._noise(64)
+        self.fixed_noise = self._noise(64 if not self.num_classes else 8 * min(self.num_classes, 16))
+        # a conditional grid has one row of 8 per class (the first 16 classes)
+        self.fixed_labels = (np.repeat(np.arange(min(self.num_classes, 16)), 8) if self.num_classes else None)
+        self.G_ema = self.ema = None
+        if c.ema_decay:
+            self.G_ema = Generator(c.nz, c.ngf, self.nc, c.image_size, num_classes=self.num_classes).to(self.device)
+            self.ema = ModelEMA(self.G, self.G_ema, c.ema_decay, c.ema_start)
         self.step = 0  # optimisation steps (D steps) done
         self.epoch = 0  # epochs completed (0-based index of the current epoch)
         self.batch = 0  # batches of the current epoch done
@@ -321,6 +349,12 @@ class Trainer:
         for p in self.D.parameters():
             array_module(p.data).clip(p.data, -clip, clip, out=p.data)
 
+    def _G(self, z, y):
+        return self.G(z) if y is None else self.G(z, y)
+
+    def _D(self, x, y):
+        return self.D(x) if y is None else self.D(x, y)
+
     def _noise(self, n):
         z = default_generator().standard_normal((n, self.config.nz, 1, 1)).astype(np.float32)
         return Tensor(to_device(z, self.device))
@@ -356,20 +390,29 @@ class Trainer:
         """One D step, and a G step when due. Returns the row for the log."""
         c = self.config
         t0 = time.perf_counter()
+        y_real = y_fake = None
+        if self.num_classes:
+            real_images, labels = real_images
+            y_real = to_device(labels, self.device)
         real = Tensor(to_device(real_images, self.device))
         n = real.shape[0]
         sigma = self._noise_sigma()
         # D (critic): minimise the loss's D part on D(x) and D(G(z)), plus any penalty
         self.D.zero_grad()
         real_target, fake_target = self._targets(n)
-        out_real = self.D(self._d_input(real, sigma))
-        fake = self.G(self._noise(n))
-        out_fake = self.D(self._d_input(fake.detach(), sigma))
+        out_real = self._D(self._d_input(real, sigma), y_real)
+        z = self._noise(n)
+        if self.num_classes:  # the classes asked of G: uniform, from the global generator
+            y_fake = to_device(default_generator().integers(0, self.num_classes, n), self.device)
+        fake = self._G(z, y_fake)
+        out_fake = self._D(self._d_input(fake.detach(), sigma), y_fake)
         err_d = losses.d_loss(c.loss, out_real, out_fake, real_target, fake_target)
+        # the penalties see D at the real labels (interpolates lie between a real and a fake image)
+        critic = self.D if not self.num_classes else (lambda x: self.D(x, y_real))
         if c.loss == "wgan-gp":
-            err_d = err_d + c.gp_weight * losses.gradient_penalty(self.D, real, fake.detach())
+            err_d = err_d + c.gp_weight * losses.gradient_penalty(critic, real, fake.detach())
         if c.r1:
-            err_d = err_d + (c.r1 / 2) * losses.r1_penalty(self.D, real)
+            err_d = err_d + (c.r1 / 2) * losses.r1_penalty(critic, real)
         err_d.backward()
         self.optD.step()
         if c.loss == "wgan":
@@ -381,11 +424,13 @@ class Trainer:
         # G: after every d_steps D steps
         if (self.step + 1) % c.d_steps == 0:
             self.G.zero_grad()
-            out = self.D(self._d_input(fake, sigma))
+            out = self._D(self._d_input(fake, sigma), y_fake)
             err_g = losses.g_loss(c.loss, out)
             err_g.backward()
             self.optG.step()
             self.g_steps += 1
+            if self.ema is not None:
+                self.ema.update(self.step + 1)
             row["loss_G"], stats_ok = self._item_and_stats_finite(err_g)
             row["D_G_z2"] = self._d_summary(out)
             self._check_finite("loss_G", row["loss_G"], stats_ok)
@@ -421,19 +466,35 @@ class Trainer:
         return "no checkpoint was written"
 
     # -- outputs -------------------------------------------------------------------------------
-    def sample_fixed(self):
-        """G(fixed_noise) in eval mode (running BatchNorm statistics), as a numpy array."""
-        self.G.eval()
+    def sample_fixed(self, G=None):
+        """G(fixed_noise) (and the fixed labels) in eval mode (running BatchNorm statistics), as a
+        numpy array; G defaults to the trained generator."""
+        G = self.G if G is None else G
+        was_training = G.training
+        G.eval()
         with no_grad():
-            images = self.G(self.fixed_noise).numpy()
-        self.G.train()
+            if self.fixed_labels is None:
+                images = G(self.fixed_noise).numpy()
+            else:
+                images = G(self.fixed_noise, to_device(self.fixed_labels, self.device)).numpy()
+        G.train(was_training)
         return images
 
+    def _row_labels(self):
+        if self.fixed_labels is None:
+            return None
+        return [self.classes[k] for k in self.fixed_labels[::8]]
+
     def write_grid(self, epoch):
-        """The sample grid for `epoch`, numbered from 1 (fake_samples_epoch_001.png after the first)."""
+        """The sample grid for `epoch`, numbered from 1 (fake_samples_epoch_001.png after the first);
+        with an EMA generator its grid too (fake_samples_ema_epoch_001.png)."""
         path = os.path.join(self.config.outf, GRID_NAME.format(epoch))
         with _writing(path):
-            datasets.save_image_grid(self.sample_fixed(), path, nrow=8)
+            datasets.save_image_grid(self.sample_fixed(), path, nrow=8, row_labels=self._row_labels())
+        if self.G_ema is not None:
+            ema_path = os.path.join(self.config.outf, EMA_GRID_NAME.format(epoch))
+            with _writing(ema_path):
+                datasets.save_image_grid(self.sample_fixed(self.G_ema), ema_path, nrow=8, row_labels=self._row_labels())
         return path
 
     def write_plot(self):
@@ -445,8 +506,12 @@ class Trainer:
 
     def checkpoint_tensors_and_meta(self):
         tensors = {"fixed_noise": self.fixed_noise.data}
+        if self.fixed_labels is not None:
+            tensors["fixed_labels"] = self.fixed_labels
         tensors.update(ckpt.module_tensors("G", self.G))
         tensors.update(ckpt.module_tensors("D", self.D))
+        if self.ema is not None:
+            tensors.update(ckpt.module_tensors("G_ema", self.G_ema))
         optg, optg_meta = ckpt.optimizer_tensors("optG", self.optG)
         optd, optd_meta = ckpt.optimizer_tensors("optD", self.optD)
         tensors.update(optg)
@@ -457,7 +522,10 @@ class Trainer:
             "best_frechet_distance": self.best_fd, "rng_state": get_rng_state(), "optG": optg_meta, "optD": optd_meta, "config": config,
             "model": {"kind": "dcgan", "nz": self.config.nz, "ngf": self.config.ngf, "ndf": self.config.ndf,
                       "nc": self.nc, "image_size": self.config.image_size, "d_norm": self.config.d_norm,
-                      "spectral_norm": self.config.spectral_norm},
+                      "spectral_norm": self.config.spectral_norm, "num_classes": self.num_classes,
+                      "embed_dim": self.G.embed_dim, "classes": self.classes},
+            "ema": None if self.ema is None else {"decay": self.ema.decay, "start": self.ema.start,
+                                                  "updates": self.ema.updates},
         }
         return tensors, meta
 
@@ -503,13 +571,14 @@ class Trainer:
         # Options that fix the model or the data order: every difference is named.
         current = {"nz": c.nz, "ngf": c.ngf, "ndf": c.ndf, "image_size": c.image_size, "nc": c.channels,
                    "dataset": c.dataset, "batch_size": c.batch_size, "fake_size": c.fake_size, "manual_seed": c.manual_seed,
-                   "d_norm": c.d_norm, "spectral_norm": c.spectral_norm, "optimizer": c.optimizer}
+                   "d_norm": c.d_norm, "spectral_norm": c.spectral_norm, "optimizer": c.optimizer,
+                   "conditional": c.conditional}
         differ = []
         for key, flag in _FIXED_OPTIONS.items():
             now = current[key]
             before = model[key] if key in model else stored.get(key, _MISSING)
-            if before is _MISSING and key == "optimizer":
-                before = "adam"  # checkpoints from before RMSprop
+            if before is _MISSING and key in _NEWER_OPTION_DEFAULTS:
+                before = _NEWER_OPTION_DEFAULTS[key]
             if key == "nc" and now is None:
                 continue  # the data set's channels: checked once it is loaded
             if key == "fake_size" and _canonical_dataset(c.dataset) != "fake":
@@ -540,8 +609,24 @@ class Trainer:
             ckpt.load_optimizer("optG", self.optG, tensors, meta["optG"], path)
             ckpt.load_optimizer("optD", self.optD, tensors, meta["optD"], path)
             fixed = tensors["fixed_noise"]
-            if tuple(fixed.shape) != (64, c.nz, 1, 1):
-                raise ValueError(f"fixed_noise has shape {tuple(fixed.shape)}, expected {(64, c.nz, 1, 1)}")
+            expected = tuple(self.fixed_noise.shape)
+            if tuple(fixed.shape) != expected:
+                raise ValueError(f"fixed_noise has shape {tuple(fixed.shape)}, expected {expected}")
+            if self.fixed_labels is not None:
+                labels = tensors["fixed_labels"]
+                if tuple(labels.shape) != self.fixed_labels.shape or labels.dtype.kind not in "iu":
+                    raise ValueError(f"fixed_labels has shape {tuple(labels.shape)} ({labels.dtype}), expected "
+                                     f"{self.fixed_labels.shape} integers")
+            ema_meta = meta.get("ema")
+            if self.ema is not None and ema_meta is not None:
+                ckpt.load_module("G_ema", self.G_ema, tensors, path)
+                updates = ema_meta.get("updates") if isinstance(ema_meta, dict) else None
+                if isinstance(updates, bool) or not isinstance(updates, int) or updates < 0:
+                    raise ValueError(f"ema updates is {_short(updates)}, not a non-negative integer")
+                self.ema.updates = updates
+            elif self.ema is not None:  # EMA switched on at this resume: it starts from the resumed G
+                self.ema.copy_from_model()
+                self.log("resume: the checkpoint has no EMA generator; it starts from the resumed G")
             set_rng_state(meta["rng_state"])
             position = {key: meta[key] for key in ("epoch", "batch", "step", "g_steps")}
             for key, value in position.items():
@@ -603,6 +688,7 @@ class Trainer:
                         writer.writeheader()
                 if self.step == 0:
                     first = next(iter(self.loader.iter_epoch(0)))
+                    first = first[0] if self.num_classes else first  # (images, labels) for a conditional run
                     path = os.path.join(c.outf, "real_samples.png")
                     with _writing(path):
                         datasets.save_image_grid(first[:64], path, nrow=8)
@@ -673,32 +759,65 @@ class Trainer:
     # -- evaluation ----------------------------------------------------------------------------
     def evaluate(self):
         """Score eval_n samples (z from a fixed seed; the training RNG is untouched) against the test
-        images in the shipped classifier's feature space; log a row to eval.csv; keep the best
-        checkpoint by Frechet distance. Returns the result dict."""
+        images in the shipped classifier's feature space, for G and (when on) the EMA generator;
+        log a row each to eval.csv; keep the best checkpoint by Frechet distance (the EMA
+        generator's when there is one: it is what `pygan sample` uses). Returns the result dict of
+        the generator the best checkpoint follows."""
         from . import evaluate as ev
 
-        started = time.perf_counter()
         if self._eval_reference is None:
             self._eval_reference = ev.RealReference(self._extractor, self.config.dataroot, floor=False)
-        images = ev.generate(self.G, self.config.eval_n, seed=0, device=self.device)
-        result = ev.evaluate_images(images, self._eval_reference)
-        row = {key: result.get(key) for key in EVAL_FIELDS}
-        row.update(step=self.step, epoch=self.epoch + 1, seconds=round(time.perf_counter() - started, 2))
-        new = not os.path.exists(self.eval_path)
-        with _writing(self.eval_path), open(self.eval_path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=EVAL_FIELDS)
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        results = {}
+        for name, G in (("G", self.G), ("G_ema", self.G_ema)):
+            if G is None:
+                continue
+            started = time.perf_counter()
+            images = ev.generate(G, self.config.eval_n, seed=0, device=self.device)
+            labels = None
+            if self.num_classes:
+                images, labels = images
+            result = ev.evaluate_images(images, self._eval_reference)
+            if labels is not None and self._extractor.meta.get("classes") == self.classes:
+                result.update(ev.conditional_metrics(images, labels, self._eval_reference, self.classes))
+            row = {key: result.get(key) for key in EVAL_FIELDS}
+            row.update(step=self.step, epoch=self.epoch + 1, generator=name, seconds=round(time.perf_counter() - started, 2))
+            _append_csv_row(self.eval_path, EVAL_FIELDS, row)
+            results[name] = result
+        result = results.get("G_ema", results["G"])
         fd = result["frechet_distance"]
         note = ""
         if self.config.keep_best and (self.best_fd is None or fd < self.best_fd):
             self.best_fd = fd
             self.save_checkpoint(self.best_path)
             note = f"; new best, saved {self.best_path}"
-        self.log(f"eval at step {self.step}: FD[{result['metric_prefix']}] {fd:.3f}, precision {result['precision']:.3f}, "
-                 f"recall {result['recall']:.3f}, coverage {result['coverage']:.3f} (n={result['n']}){note}")
+        for name, r in results.items():
+            extra = f", class accuracy {r['class_accuracy']:.3f}, intra-FD {r['intra_fd']:.3f}" if "class_accuracy" in r else ""
+            self.log(f"eval at step {self.step} ({name}): FD[{r['metric_prefix']}] {r['frechet_distance']:.3f}, "
+                     f"precision {r['precision']:.3f}, recall {r['recall']:.3f}, coverage {r['coverage']:.3f}{extra} "
+                     f"(n={r['n']}){note if r is result else ''}")
         return result
+
+
+def _append_csv_row(path, fields, row):
+    """Append `row` to the CSV at `path`, writing the header first for a new file; a file with an
+    older header is rewritten (atomically) with `fields`, old rows keeping their values."""
+    if os.path.exists(path):
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            old_rows, header = list(reader), reader.fieldnames
+        if header != fields:
+            text = io.StringIO()
+            writer = csv.DictWriter(text, fieldnames=fields, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(old_rows)
+            with _writing(path), ckpt.atomic_write(path) as f:
+                f.write(text.getvalue().encode("utf-8"))
+    new = not os.path.exists(path)
+    with _writing(path), open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
 
 
 def _fmt(v):
@@ -954,11 +1073,12 @@ def _truncate_log(path, step):
         f.write(text.getvalue().encode("utf-8"))
 
 
-def _generator_shapes(nz, ngf, nc, image_size):
-    """{state name: shape} of Generator(nz, ngf, nc, image_size), computed without building it."""
+def _generator_shapes(nz, ngf, nc, image_size, num_classes=0, embed_dim=0):
+    """{state name: shape} of Generator(nz, ngf, nc, image_size, num_classes, embed_dim), computed
+    without building it."""
     n = int(math.log2(image_size)) - 2
-    chans = [nz] + [ngf * 2 ** (n - 1 - k) for k in range(n)] + [nc]
-    shapes = {}
+    chans = [nz + (embed_dim if num_classes else 0)] + [ngf * 2 ** (n - 1 - k) for k in range(n)] + [nc]
+    shapes = {"embed.weight": (num_classes, embed_dim)} if num_classes else {}
     for k in range(n + 1):
         shapes[f"main.{3 * k}.weight"] = (chans[k], chans[k + 1], 4, 4)
         if k < n:
@@ -968,9 +1088,9 @@ def _generator_shapes(nz, ngf, nc, image_size):
     return shapes
 
 
-def _discriminator_shapes(ndf, nc, image_size, norm="batch", spectral_norm=False):
-    """{state name: shape} of Discriminator(ndf, nc, image_size, norm, spectral_norm), computed
-    without building it (the layer order is models.dcgan's)."""
+def _discriminator_shapes(ndf, nc, image_size, norm="batch", spectral_norm=False, num_classes=0):
+    """{state name: shape} of Discriminator(ndf, nc, image_size, norm, spectral_norm, num_classes),
+    computed without building it (the layer order is models.dcgan's)."""
     n = int(math.log2(image_size)) - 2
     chans = [nc] + [ndf * 2**k for k in range(n)] + [1]
     shapes, index = {}, 0
@@ -996,6 +1116,12 @@ def _discriminator_shapes(ndf, nc, image_size, norm="batch", spectral_norm=False
                 shapes[f"main.{index}.num_batches_tracked"] = ()
             index += 1
         index += 1  # LeakyReLU (none after the last conv)
+    if num_classes:  # the projection's class embedding, (classes, features of the last conv's input)
+        if spectral_norm:
+            shapes.update({"embed.weight_orig": (num_classes, chans[n]), "embed.weight_u": (num_classes,),
+                           "embed.weight_v": (chans[n],)})
+        else:
+            shapes["embed.weight"] = (num_classes, chans[n])
     return shapes
 
 
@@ -1024,13 +1150,31 @@ def check_model_description(meta, tensors, path, discriminator=False):
         out[key] = value
     for key, default in _MODEL_VARIANT_DEFAULTS.items():
         value = model.get(key, default)
-        allowed = recipes.D_NORMS if key == "d_norm" else (True, False)
-        if type(value) is not type(default) or value not in allowed:
-            raise ckpt.CheckpointError(f"checkpoint {path}: model {key} is {_short(value)}, not one of {allowed}")
+        if isinstance(default, int) and not isinstance(default, bool):
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_WIDTH:
+                raise ckpt.CheckpointError(f"checkpoint {path}: model {key} is {_short(value)}, not an integer in "
+                                           f"[0, {_MAX_WIDTH}]")
+        else:
+            allowed = recipes.D_NORMS if key == "d_norm" else (True, False)
+            if type(value) is not type(default) or value not in allowed:
+                raise ckpt.CheckpointError(f"checkpoint {path}: model {key} is {_short(value)}, not one of {allowed}")
         out[key] = value
-    expected = {f"G.{k}": v for k, v in _generator_shapes(out["nz"], out["ngf"], out["nc"], out["image_size"]).items()}
+    if out["num_classes"] == 1 or (out["num_classes"] and not out["embed_dim"]):
+        raise ckpt.CheckpointError(f"checkpoint {path}: a conditional model needs >= 2 classes and an embedding size "
+                                   f"(num_classes={out['num_classes']}, embed_dim={out['embed_dim']})")
+    classes = model.get("classes")
+    if out["num_classes"]:
+        if not (isinstance(classes, list) and len(classes) == out["num_classes"] and all(isinstance(k, str) for k in classes)):
+            raise ckpt.CheckpointError(f"checkpoint {path}: model classes is {_short(classes)}, not "
+                                       f"{out['num_classes']} class names")
+        out["classes"] = classes
+    else:
+        out["classes"] = None
+    expected = {f"G.{k}": v for k, v in _generator_shapes(out["nz"], out["ngf"], out["nc"], out["image_size"],
+                                                          out["num_classes"], out["embed_dim"]).items()}
     if discriminator:
-        d_shapes = _discriminator_shapes(out["ndf"], out["nc"], out["image_size"], out["d_norm"], out["spectral_norm"])
+        d_shapes = _discriminator_shapes(out["ndf"], out["nc"], out["image_size"], out["d_norm"], out["spectral_norm"],
+                                         out["num_classes"])
         expected.update({f"D.{k}": v for k, v in d_shapes.items()})
     for name, shape in expected.items():
         if name not in tensors:
@@ -1044,18 +1188,23 @@ def check_model_description(meta, tensors, path, discriminator=False):
     return out
 
 
-def load_generator(path, device="cpu"):
+def load_generator(path, device="cpu", ema=True):
     """The generator stored in a training checkpoint, in eval mode, and the checkpoint's meta.
 
-    The model description is checked against the tensors before anything is built, and a
-    checkpoint whose generator holds NaN or inf (a diverged run) is refused, naming the tensor."""
+    With `ema` (the default) and a checkpoint that holds an EMA generator (--ema-decay), that one;
+    else the trained G. The model description is checked against the tensors before anything is
+    built, and a generator holding NaN or inf (a diverged run) is refused, naming the tensor. The
+    returned module carries `classes` (class names of a conditional G, else None) and `is_ema`."""
     tensors, meta = ckpt.load(path)
     model = check_model_description(meta, tensors, path)
-    bad = _first_non_finite({name: a for name, a in tensors.items() if name.startswith("G.")})
+    prefix = "G_ema" if ema and any(name.startswith("G_ema.") for name in tensors) else "G"
+    bad = _first_non_finite({name: a for name, a in tensors.items() if name.startswith(prefix + ".")})
     if bad:
         raise ckpt.CheckpointError(f"checkpoint {path} holds {bad[1]} in {bad[0]} (from a diverged run?); refusing to use it")
-    G = Generator(model["nz"], model["ngf"], model["nc"], model["image_size"])
-    ckpt.load_module("G", G, tensors, path)
+    G = Generator(model["nz"], model["ngf"], model["nc"], model["image_size"], num_classes=model["num_classes"],
+                  embed_dim=model["embed_dim"] or 50)
+    ckpt.load_module(prefix, G, tensors, path)
+    G.classes, G.is_ema = model["classes"], prefix == "G_ema"
     return G.to(device).eval(), meta
 
 

@@ -121,7 +121,7 @@ def test_checkpoints_hold_no_pickle(tmp_path):
     tensors, meta = ckpt.load(str(tmp_path / "checkpoint.safetensors"))
     assert all(isinstance(v, np.ndarray) for v in tensors.values())
     assert meta["model"] == {"kind": "dcgan", "nz": 8, "ngf": 4, "ndf": 4, "nc": 1, "image_size": 32, "d_norm": "batch",
-                             "spectral_norm": False}
+                             "spectral_norm": False, "num_classes": 0, "embed_dim": 0, "classes": None}
     G, _ = load_generator(str(tmp_path / "checkpoint.safetensors"))
     assert not G.training
 

@@ -91,7 +91,14 @@ def pair(value, name, op, minimum):
     value = (int(value[0]), int(value[1]))
     if min(value) < minimum:
         raise ValueError(f"{op}: {name} must be >= {minimum}, got {value}")
+    if max(value) > MAX_GEOMETRY:
+        raise ValueError(f"{op}: {name} must be <= {MAX_GEOMETRY}, got {value}")
     return value
+
+
+# The largest stride, padding, kernel size or output padding taken (as in csrc/bindings_conv_bn.h):
+# far beyond any real layer, and small enough that no size computed from it overflows int64.
+MAX_GEOMETRY = 2**24
 
 
 def shape_arg(value, name, op, ndim):
@@ -101,15 +108,27 @@ def shape_arg(value, name, op, ndim):
     value = tuple(value)
     if len(value) != ndim or not all(_is_int(v) and v >= 0 for v in value):
         raise ValueError(f"{op}: {name} must be {ndim} non-negative ints, got {value!r}")
-    return tuple(int(v) for v in value)
+    value = tuple(int(v) for v in value)
+    if np.prod([v for v in value if v], dtype=object) > 2**56:
+        raise ValueError(f"{op}: {name} {value} is not the shape of an array that could exist")
+    return value
+
+
+# Arguments that may be None: a conv/linear bias, a norm's affine bias and running stats; a norm's
+# affine weight too (batch and group norm without affine parameters).
+_OPTIONAL = ("bias", "running_mean", "running_var")
+_OPTIONAL_WEIGHT_OPS = ("batch_norm", "group_norm")
 
 
 def _check_float(op, **arrays):
-    """Every named array is floating point, of one dtype, on one device."""
+    """Every named array is floating point, of one dtype, on one device; only _OPTIONAL ones (and
+    a norm's weight) may be None."""
     dtype = device = None
     for name, a in arrays.items():
         if a is None:
-            continue
+            if name in _OPTIONAL or (name == "weight" and op.startswith(_OPTIONAL_WEIGHT_OPS)):
+                continue
+            raise TypeError(f"{op}: {name} must be an array, got None")
         if not hasattr(a, "dtype") or not hasattr(a, "shape"):
             raise TypeError(f"{op}: {name} must be an array, got {type(a).__name__}")
         if a.dtype.kind != "f" or a.dtype.itemsize not in (4, 8):
@@ -258,12 +277,14 @@ def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, mome
         raise ValueError("batch_norm: evaluation mode (training=False) needs running_mean and running_var")
     if training and (x.shape[1] == 0 or x.size // x.shape[1] < 2):
         raise ValueError(f"batch_norm: training needs more than one value per channel, got input shape {_shape(x)}")
-    if not float(eps) > 0:
+    momentum, eps = _number("batch_norm", "momentum", momentum), _number("batch_norm", "eps", eps)
+    if not eps > 0:
         raise ValueError(f"batch_norm: eps must be positive, got {eps}")
     return backend_for(x).batch_norm_forward(x, gamma, beta, running_mean, running_var, bool(training), float(momentum), float(eps))
 
 
 def batch_norm_backward(x, gamma, dy, mean, rstd, training):
+    _check_float("batch_norm_backward", mean=mean, rstd=rstd)  # saved by the forward: required
     _check_batch_norm(x, gamma, None, mean, rstd, "batch_norm_backward")
     _check_float("batch_norm_backward", input=x, grad_output=dy)
     _check_grad("batch_norm_backward", "grad_output", dy, x.shape)
@@ -277,12 +298,12 @@ def _pointwise_backward_check(op, ref, dy):
 
 def leaky_relu_forward(x, negative_slope):
     _check_float("leaky_relu", input=x)
-    return backend_for(x).leaky_relu_forward(x, float(negative_slope))
+    return backend_for(x).leaky_relu_forward(x, _number("leaky_relu", "negative_slope", negative_slope))
 
 
 def leaky_relu_backward(x, dy, negative_slope):
     _pointwise_backward_check("leaky_relu_backward", x, dy)
-    return backend_for(x).leaky_relu_backward(x, dy, float(negative_slope))
+    return backend_for(x).leaky_relu_backward(x, dy, _number("leaky_relu_backward", "negative_slope", negative_slope))
 
 
 def tanh_forward(x):
@@ -327,6 +348,9 @@ def binary_cross_entropy_with_logits_backward(logits, target, dloss):
 
 def adam_step(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay):
     lists = {"params": params, "grads": grads, "exp_avgs": exp_avgs, "exp_avg_sqs": exp_avg_sqs}
+    for name, arrays in lists.items():
+        if not isinstance(arrays, (list, tuple)):
+            raise TypeError(f"adam_step: {name} must be a list of arrays, got {type(arrays).__name__}")
     n = len(params)
     for name, arrays in lists.items():
         if len(arrays) != n:
@@ -337,11 +361,21 @@ def adam_step(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps,
             _check_grad("adam_step", f"{name}[{i}]", lists[name][i], params[i].shape)
     if n == 0:
         return
-    if int(step) < 1:
-        raise ValueError(f"adam_step: step must be >= 1, got {step}")
-    backend_for(params[0]).adam_step(
-        params, grads, exp_avgs, exp_avg_sqs, int(step), float(lr), float(beta1), float(beta2), float(eps), float(weight_decay)
-    )
+    if not _is_int(step) or step < 1:
+        raise ValueError(f"adam_step: step must be an int >= 1, got {step!r}")
+    lr, beta1, beta2, eps, weight_decay = (
+        _number("adam_step", name, v) for name, v in
+        (("lr", lr), ("beta1", beta1), ("beta2", beta2), ("eps", eps), ("weight_decay", weight_decay)))
+    if not (0.0 <= beta1 < 1.0 and 0.0 <= beta2 < 1.0):
+        raise ValueError(f"adam_step: beta1 and beta2 must lie in [0, 1), got {beta1} and {beta2}")
+    backend_for(params[0]).adam_step(params, grads, exp_avgs, exp_avg_sqs, int(step), lr, beta1, beta2, eps, weight_decay)
+
+
+def _number(op, name, value):
+    """float(value) for a real number (not a string, None or a bool)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{op}: {name} must be a number, got {value!r}")
+    return float(value)
 
 
 # -- linear, average pooling, softmax cross-entropy ----------------------------------------------
@@ -513,9 +547,18 @@ def group_norm_backward(x, gamma, dy, mean, rstd, num_groups):
 def rmsprop_step(params, grads, square_avgs, momentum_buffers, grad_avgs, lr, alpha, eps, weight_decay, momentum,
                  centered):
     op = "rmsprop_step"
+    for name, arrays in (("params", params), ("grads", grads), ("square_avgs", square_avgs),
+                         ("momentum_buffers", momentum_buffers), ("grad_avgs", grad_avgs)):
+        if not isinstance(arrays, (list, tuple)):
+            raise TypeError(f"{op}: {name} must be a list of arrays, got {type(arrays).__name__}")
+    if not isinstance(centered, (bool, np.bool_)):
+        raise TypeError(f"{op}: centered must be a bool, got {centered!r}")
     n = len(params)
     lists = {"grads": grads, "square_avgs": square_avgs}
-    momentum, centered = float(momentum), bool(centered)
+    lr, alpha, eps, weight_decay, momentum = (
+        _number(op, name, v) for name, v in
+        (("lr", lr), ("alpha", alpha), ("eps", eps), ("weight_decay", weight_decay), ("momentum", momentum)))
+    centered = bool(centered)
     for name, arrays, wanted, why in (
         ("momentum_buffers", momentum_buffers, momentum > 0, "momentum > 0"),
         ("grad_avgs", grad_avgs, centered, "centered"),
@@ -532,7 +575,7 @@ def rmsprop_step(params, grads, square_avgs, momentum_buffers, grad_avgs, lr, al
         for name, arrays in lists.items():
             _check_grad(op, f"{name}[{i}]", arrays[i], params[i].shape)
     for name, value in (("lr", lr), ("alpha", alpha), ("eps", eps), ("weight_decay", weight_decay), ("momentum", momentum)):
-        if not float(value) >= 0:
+        if not value >= 0:
             raise ValueError(f"{op}: {name} must be >= 0, got {value}")
     if n == 0:
         return
