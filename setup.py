@@ -98,6 +98,7 @@ setup(
         "matplotlib",
         "safetensors",
         "scipy",
+        "numba",  # the fast CPU backend (pygan/ops/cpu.py); without it the CPU runs on the reference
     ],
     extras_require={
         "cuda": ["cupy-cuda13x"],

@@ -10,37 +10,11 @@ ratio pygan/PyTorch is printed: on these noisy machines only ratios taken togeth
 import argparse
 import json
 import os
-import platform
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from pygan.bench import format_results, time_train_step  # noqa: E402
-
-
-def machine_description():
-    import numpy as np
-
-    cpu, flags = platform.processor() or platform.machine(), ""
-    try:
-        info = {}
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                info.setdefault(key.strip(), value.strip())  # every CPU repeats the same entries
-        cpu, flags = info.get("model name", cpu), info.get("flags", "")
-    except OSError:
-        pass
-    simd = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
-    try:
-        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-        blas = f"{blas['name']} {blas.get('version', '')}".strip()
-    except Exception:  # the layout of show_config differs between numpy versions
-        blas = "unknown BLAS"
-    return (
-        f"{cpu} ({simd}), {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"numpy {np.__version__} with {blas}"
-    )
+from pygan.bench import STANDARD_SHAPES, format_results, machine_description, time_train_step  # noqa: E402
 
 
 def main(argv=None):
@@ -48,6 +22,8 @@ def main(argv=None):
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch")
+    p.add_argument("--cpu-backends", default="numba,reference",
+                   help="CPU backends timed against each other (and PyTorch), the first reported as 'pygan'")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     args = p.parse_args(argv)
     from pygan.autograd import normalise_device
@@ -61,11 +37,13 @@ def main(argv=None):
     except (ValueError, RuntimeError) as exc:
         print(f"bench_train_step: {exc}")
         return 0 if args.device == "cuda" else 2
-    shapes = [(32, 1, 64), (64, 3, 64)] + ([(64, 3, 128)] if device == "cuda" else [])
+    shapes = [(size, nc, 64) for size, nc in STANDARD_SHAPES] + ([(64, 3, 128)] if device == "cuda" else [])
+    backends = [b.strip() for b in args.cpu_backends.split(",") if b.strip()]
     print(f"machine: {machine_description()}")
     results = []
     for size, nc, batch in shapes:
-        r = time_train_step(size, nc, batch, device=device, repeats=args.repeats, with_torch=not args.no_torch)
+        r = time_train_step(size, nc, batch, device=device, repeats=args.repeats, with_torch=not args.no_torch,
+                            cpu_backends=backends)
         print(format_results(r), flush=True)
         results.append(r)
     if args.out:

@@ -11,6 +11,7 @@ scored at the same step: "metrics" is the trained G, "metrics_ema" the EMA gener
 """
 
 import argparse
+import csv
 import json
 import os
 import shutil
@@ -41,6 +42,8 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--ema-decay", type=float, default=0.999, help="the EMA generator scored beside G (0: none)")
+    p.add_argument("--reuse", action="store_true",
+                   help="continue (--resume) a recipe's run that its folder already holds instead of starting afresh")
     p.add_argument("--work", default="runs/recipes", help="training folders (one per recipe)")
     p.add_argument("--out", default="benchmarks/results/recipes.json")
     p.add_argument("--grids", default="docs", help="where to copy each recipe's last sample grid")
@@ -53,11 +56,12 @@ def main(argv=None):
         started = time.perf_counter()
         cmd = [sys.executable, "-m", "pygan", "train", "--dataset", args.dataset, "--imageSize", "32",
                "--niter", str(args.niter), "--manualSeed", str(args.seed), "--device", args.device, "--recipe", name,
-               "--outf", outf, "--overwrite", "--no-progress", "--eval-every", "0", "--ema-decay", str(args.ema_decay)]
+               "--outf", outf, "--no-progress", "--eval-every", "0", "--ema-decay", str(args.ema_decay)]
         if args.max_steps:
             cmd += ["--max-steps", str(args.max_steps)]
-        run(cmd)
-        train_seconds = time.perf_counter() - started
+        reuse = args.reuse and os.path.exists(os.path.join(outf, "checkpoint.safetensors"))
+        run(cmd + (["--resume"] if reuse else ["--overwrite"]))
+        wall_seconds = time.perf_counter() - started
         ckpt = os.path.join(outf, "checkpoint.safetensors")
         eval_json = os.path.join(outf, "eval.json")
         run([sys.executable, "-m", "pygan", "eval", "--checkpoint", ckpt, "--dataset", args.dataset,
@@ -71,8 +75,10 @@ def main(argv=None):
                  "--device", args.device, "--out", ema_json, "--no-floor"])
             with open(ema_json) as f:
                 ev_ema = json.load(f)
-        with open(os.path.join(outf, "log.csv")) as f:
-            steps = sum(1 for _ in f) - 1
+        with open(os.path.join(outf, "log.csv"), newline="") as f:
+            log = list(csv.DictReader(f))
+        steps = len(log)
+        step_seconds = sum(float(r["seconds"]) for r in log)  # the training steps' own time, across resumes
         grids = sorted(g for g in os.listdir(outf) if g.startswith("fake_samples_epoch_"))
         grid = None
         if grids and args.grids:
@@ -80,7 +86,8 @@ def main(argv=None):
             grid = os.path.join(args.grids, f"recipe_{name}.png")
             shutil.copyfile(os.path.join(outf, grids[-1]), grid)
         results["recipes"][name] = {
-            "d_steps_done": steps, "train_seconds": round(train_seconds, 1), "grid": grid,
+            "d_steps_done": steps, "step_seconds": round(step_seconds, 1), "wall_seconds_this_call": round(wall_seconds, 1),
+            "resumed": reuse, "grid": grid,
             "metrics": {k: ev.get(k) for k in METRICS}, "classifier": ev.get("metric_prefix"),
             "metrics_ema": None if ev_ema is None else {k: ev_ema.get(k) for k in METRICS},
         }

@@ -158,12 +158,16 @@ def _add_eval(sub):
 
 def _add_bench(sub):
     p = sub.add_parser("bench", help="time one D+G training step", formatter_class=_Defaults)
-    p.add_argument("--imageSize", type=int, default=32, choices=(32, 64, 128))
-    p.add_argument("--nc", type=_positive_int, default=1)
+    p.add_argument("--imageSize", type=int, default=None, choices=(32, 64, 128),
+                   help="one shape (default: both standard ones, 1x32x32 and 3x64x64)")
+    p.add_argument("--nc", type=_positive_int, default=None, help="channels with --imageSize (default 1)")
     p.add_argument("--batchSize", type=_positive_int, default=64)
     p.add_argument("--repeats", type=_positive_int, default=10)
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     p.add_argument("--torch", action="store_true", help="also time PyTorch's same model (needs torch)")
+    p.add_argument("--cpu-backends", default=None,
+                   help="comma-separated CPU backends to time against each other, the first as 'pygan' "
+                        "(numba, reference; default: the one in effect, see PYGAN_CPU_BACKEND)")
     p.set_defaults(func=cmd_bench)
 
 
@@ -397,11 +401,20 @@ def _slerp(a, b, t):
 
 
 def cmd_bench(args):
-    from .bench import format_results, time_train_step
+    from .bench import STANDARD_SHAPES, format_results, machine_description, time_train_step
 
-    results = time_train_step(args.imageSize, args.nc, args.batchSize, device=args.device, repeats=args.repeats,
-                              with_torch=args.torch)
-    print(format_results(results))
+    if args.imageSize is None:
+        if args.nc is not None:
+            raise ValueError("--nc needs --imageSize")
+        shapes = STANDARD_SHAPES
+    else:
+        shapes = ((args.imageSize, args.nc or 1),)
+    backends = [b.strip() for b in args.cpu_backends.split(",")] if args.cpu_backends else None
+    print(f"machine: {machine_description()}")
+    for size, nc in shapes:
+        results = time_train_step(size, nc, args.batchSize, device=args.device, repeats=args.repeats,
+                                  with_torch=args.torch, cpu_backends=backends)
+        print(format_results(results), flush=True)
     return 0
 
 

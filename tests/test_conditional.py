@@ -72,7 +72,8 @@ def test_ema_is_the_average_of_gs_weights_step_by_step(tmp_path):
         original_update(step)
         g = {k: np.asarray(v.data).copy() for k, v in t.G.state_dict().items()}
         updates += 1
-        shadow = g if step < 2 else {k: decay * shadow[k] + (1 - decay) * g[k] for k in g}
+        d = min(decay, (1 + step - 2) / (10 + step - 2))  # the warm-up
+        shadow = g if step < 2 else {k: d * shadow[k] + (1 - d) * g[k] for k in g}
 
     t.ema.update = update
     t.fit()

@@ -15,7 +15,7 @@ def make_pair(seed=0):
 
 def test_ema_is_the_exponential_moving_average_of_every_float_state():
     G, shadow = make_pair()
-    ema = ModelEMA(G, shadow, decay=0.9)
+    ema = ModelEMA(G, shadow, decay=0.9, warmup=False)
     expected = {k: v.numpy().astype(np.float64) for k, v in G.state_dict().items()}
     rng = np.random.default_rng(0)
     for step in range(1, 4):
@@ -33,6 +33,20 @@ def test_ema_is_the_exponential_moving_average_of_every_float_state():
     for name, t in shadow.state_dict().items():
         np.testing.assert_allclose(t.numpy(), expected[name], rtol=1e-5, atol=1e-6, err_msg=name)
     assert not shadow.training
+
+
+def test_the_warm_up_lowers_the_decay_early_and_reaches_decay_later():
+    G, shadow = make_pair()
+    ema = ModelEMA(G, shadow, decay=0.999, start=100)
+    assert ema.decay_at(100) == pytest.approx(0.1) and ema.decay_at(50) == pytest.approx(0.1)
+    assert ema.decay_at(110) == pytest.approx(11 / 20)
+    assert ema.decay_at(100 + 10**6) == 0.999
+    decays = [ema.decay_at(s) for s in range(100, 20000, 50)]
+    assert decays == sorted(decays)
+    # after one Fashion-MNIST epoch (937 steps) the initial weights are all but forgotten
+    weight_of_init = np.prod([ema.decay_at(100 + t) for t in range(937)])
+    assert weight_of_init < 1e-3
+    assert ModelEMA(G, shadow, decay=0.999, warmup=False).decay_at(5) == 0.999
 
 
 def test_before_start_the_shadow_copies_the_model():

@@ -1,4 +1,5 @@
-"""Every registry op exists in every backend with the reference's exact signature.
+"""Every registry op exists in every backend with the reference's exact signature: reference,
+cpu (numba; pygan/ops/cpu.py), cuda and the emulated native wrappers.
 
 The conv/batch-norm ops get their CUDA kernels in issue 5; until then they are listed in
 PENDING_ISSUE_5 and must NOT be defined in pygan.ops.cuda (no stubs). Remove a name from the
@@ -10,7 +11,7 @@ import inspect
 import pytest
 
 from pygan import ops
-from pygan.ops import cuda, emulated, reference
+from pygan.ops import cpu, cuda, emulated, reference
 
 PENDING_ISSUE_5 = set()  # issue 5 landed: conv2d, conv_transpose2d, batch_norm (csrc/conv2d.cu, csrc/batchnorm.cu)
 
@@ -50,3 +51,13 @@ def test_emulated_backend_matches_reference(name):
     params = list(inspect.signature(getattr(emulated.backend(), name)).parameters.values())
     assert params[-1].name == "variant" and params[-1].kind is inspect.Parameter.KEYWORD_ONLY
     assert inspect.Signature(params[:-1]) == inspect.signature(getattr(reference, name))
+
+
+@pytest.mark.parametrize("name", ops.OPS)
+def test_cpu_backend_signature_matches_reference(name):
+    assert hasattr(cpu, name), f"pygan.ops.cpu does not define {name}"
+    assert inspect.signature(getattr(cpu, name)) == inspect.signature(getattr(reference, name))
+
+
+def test_cpu_backend_defines_exactly_the_registry_ops():
+    assert set(cpu.__all__) == set(ops.OPS)

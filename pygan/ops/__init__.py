@@ -1,10 +1,14 @@
 """The op registry: validate arguments once, then dispatch on the array type.
 
-numpy arrays go to `reference` (the specification and CPU path), CuPy arrays to `cuda` (our
-kernels). Both backends define the same functions with the same signatures (a parity test checks
-it). Checks live here, so bad input gets the same clear error on every backend; the backends may
+numpy arrays go to `cpu` (numba kernels and the BLAS where they are faster, the reference for the
+rest) or, with PYGAN_CPU_BACKEND=reference or without a working numba, to `reference` (the
+specification); CuPy arrays go to `cuda` (our kernels). All backends define the same functions
+with the same signatures (a parity test checks it). Checks live here, so bad input gets the same clear error on every backend; the backends may
 assume valid arguments. Nothing else in pygan imports `pygan._C`.
 """
+
+import os
+import sys
 
 import numpy as np
 
@@ -13,11 +17,47 @@ from . import reference
 # Every op of the contract: the reference defines them all, so its __all__ is the list.
 OPS = tuple(reference.__all__)
 
+CPU_BACKENDS = ("numba", "reference")
+_cpu_module = None  # the module numpy arrays go to, chosen on first use
+
+
+def set_cpu_backend(name=None):
+    """Choose the module numpy arrays go to: "numba" (pygan.ops.cpu) or "reference"; None reads
+    PYGAN_CPU_BACKEND (default "numba"). Without a usable numba, "numba" becomes the reference and
+    one line on stderr says why. Returns the name in effect."""
+    global _cpu_module
+    name = (os.environ.get("PYGAN_CPU_BACKEND", "numba") if name is None else name).strip().lower() or "numba"
+    if name not in CPU_BACKENDS:
+        raise ValueError(f"PYGAN_CPU_BACKEND must be one of {', '.join(CPU_BACKENDS)}, got {name!r}")
+    from . import cpu_runtime
+
+    if name == "reference":
+        cpu_runtime.apply_thread_policy(with_numba=False)
+        _cpu_module = reference
+        return name
+    from . import cpu
+
+    if not cpu.AVAILABLE:
+        print(f"pygan: numba is unavailable ({cpu.UNAVAILABLE}); the CPU backend is the numpy reference", file=sys.stderr)
+        cpu_runtime.apply_thread_policy(with_numba=False)
+        _cpu_module = reference
+        return "reference"
+    cpu.setup()
+    _cpu_module = cpu
+    return name
+
+
+def cpu_backend():
+    """The module numpy arrays dispatch to (pygan.ops.cpu or pygan.ops.reference)."""
+    if _cpu_module is None:
+        set_cpu_backend()
+    return _cpu_module
+
 
 def backend_for(array):
     """The module implementing the ops for this kind of array."""
     if isinstance(array, np.ndarray):
-        return reference
+        return _cpu_module or cpu_backend()
     if type(array).__module__.split(".")[0] == "cupy":
         from . import cuda
 

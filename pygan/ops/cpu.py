@@ -1,0 +1,439 @@
+"""The fast CPU backend: numba kernels where they beat numpy, the BLAS GEMM, the reference elsewhere.
+
+numpy arrays dispatch here by default (pygan.ops.backend_for); PYGAN_CPU_BACKEND=reference selects
+the pure-numpy specification instead, and so does a numba that cannot be imported or cannot
+compile a kernel (one line on stderr says so). Every op of the contract is defined with the
+reference's exact signature and results (within float32 rounding; tests/test_cpu_backend.py
+checks each against the reference). What runs where, and why (the profile behind it is
+benchmarks/results/cpu_profile.md):
+
+    conv2d_*, conv_transpose2d_*   the reference's algorithm (NHWC im2col + one GEMM per
+                                   computation), with the padded copy, the columns and the GEMM
+                                   outputs in reused buffers, the GEMMs on cpu_runtime.Gemm and
+                                   col2im a numba gather (im2col stays a numpy strided copy)
+    batch_norm_*                   numba: statistics in one kernel, normalise + affine in another,
+                                   backward in one kernel (two passes); running stats as reference
+    batch_norm_leaky_relu_*        the same kernels with the activation fused (not in OPS: the
+                                   fusion the CUDA backend has, for callers that want it)
+    leaky_relu_*                   numba, one pass on all threads
+    adam_step                      numba, one pass per parameter instead of about ten
+    everything else                the reference (tanh, sigmoid, BCE, linear, pooling, softmax
+                                   cross-entropy, embedding, group norm, RMSprop: not in the
+                                   DCGAN step, or numba does not beat numpy there at its sizes)
+
+float64 goes to the reference throughout (gradient checks use it; the kernels are compiled for
+float32 only, which keeps the JIT cost down). Threads: see pygan/ops/cpu_runtime.py.
+"""
+
+import functools
+import sys
+import threading
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from . import reference as _ref
+
+try:
+    from . import cpu_kernels as K
+except Exception as exc:  # noqa: BLE001 - ImportError, or numba failing to initialise
+    K = None
+    UNAVAILABLE = f"{type(exc).__name__}: {exc}"
+else:
+    UNAVAILABLE = None
+
+AVAILABLE = K is not None
+__all__ = list(_ref.__all__)
+
+_gemm = None
+_disabled = None  # the reason the backend switched itself off after a numba failure
+_local = threading.local()
+_WORKSPACE_MAX_BYTES = 256 << 20
+
+
+def _empty(shape, dtype):
+    """Every output and workspace comes from here (tests replace it to poison them with NaN)."""
+    return np.empty(shape, dtype)
+
+
+def _workspace(slot, shape, dtype):
+    """A scratch array reused across calls (per thread, per slot): the column matrices are the
+    largest temporaries of a step (up to tens of MB), and fresh ones cost page faults each time."""
+    cache = getattr(_local, "ws", None)
+    if cache is None:
+        cache = _local.ws = {}
+    size = int(np.prod(shape))
+    if size * np.dtype(dtype).itemsize > _WORKSPACE_MAX_BYTES:
+        return _empty(shape, dtype)  # a one-off giant (say, a big evaluation batch): not kept
+    buf = cache.get((slot, np.dtype(dtype)))
+    if buf is None or buf.size < size or _empty is not _default_empty:
+        buf = _empty((max(size, 1),), dtype)
+        cache[(slot, np.dtype(dtype))] = buf
+    return buf[:size].reshape(shape)
+
+
+_default_empty = _empty
+
+
+def setup():
+    """Pick the GEMM and apply the thread policy (once); returns a dict describing both."""
+    global _gemm
+    from . import cpu_runtime
+
+    if _gemm is None:
+        _gemm = cpu_runtime.Gemm()  # before the thread policy: it may load scipy's BLAS
+    policy = cpu_runtime.apply_thread_policy(with_numba=K is not None)
+    return {"gemm": _gemm.name, **policy, "numba": None if K is None else __import__("numba").__version__}
+
+
+def _fast(x):
+    return K is not None and _disabled is None and x.dtype == np.float32
+
+
+def _guarded(ref_fn):
+    """Run the numba path; if numba fails to compile (a NumbaError), say so once, switch this
+    backend off for the rest of the process, and answer with the reference."""
+
+    def wrap(fn):
+        @functools.wraps(ref_fn)
+        def op(*args, **kwargs):
+            if _disabled is None:
+                try:
+                    return fn(*args, **kwargs)
+                except Exception as exc:  # noqa: BLE001
+                    if not _is_numba_error(exc):
+                        raise
+                    _disable(exc)
+            return ref_fn(*args, **kwargs)
+
+        op.__wrapped__ = ref_fn  # inspect.signature: the reference's
+        return op
+
+    return wrap
+
+
+def _is_numba_error(exc):
+    try:
+        from numba.core.errors import NumbaError
+    except Exception:  # noqa: BLE001
+        return False
+    return isinstance(exc, NumbaError)
+
+
+def _disable(exc):
+    global _disabled
+    _disabled = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    print(f"pygan: numba kernel failed to compile ({_disabled}); the CPU backend falls back to the numpy reference",
+          file=sys.stderr)
+
+
+def _c(a):
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+
+def _pair(v):
+    if isinstance(v, (tuple, list)):
+        return int(v[0]), int(v[1])
+    return int(v), int(v)
+
+
+def _out_size(size, k, s, p):
+    return (size + 2 * p - k) // s + 1
+
+
+# -- convolution: the reference's algorithm (NHWC im2col + one GEMM), buffers reused ------------
+#
+# Same notation as reference.py: cols is the (N*OH*OW, kh*kw*C) patch matrix with entries ordered
+# (i, j, c), wk the (O, kh*kw*C) weight matrix in that order. What differs from the reference: the
+# padded input, the columns and the GEMM outputs live in reused workspaces (no page faults on
+# tens of MB per call), and the GEMMs go to cpu_runtime.Gemm with transpose flags.
+
+
+def _nhwc(slot, a):
+    """(N*H*W, C) matrix of an (N, C, H, W) array, in a workspace."""
+    n, c, h, w = a.shape
+    m = _workspace(slot, (n, h, w, c), a.dtype)
+    m[...] = a.transpose(0, 2, 3, 1)
+    return m.reshape(n * h * w, c)
+
+
+def _weight_matrix(w):
+    return np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(w.shape[0], -1)
+
+
+def _im2col(x, kh, kw, stride, padding, oh, ow):
+    """The patch matrix of x in the "cols" workspace (the reference's _im2col, zeroing only the
+    border of the padded copy instead of allocating it zeroed)."""
+    n, c, h, w = x.shape
+    (sh, sw), (ph, pw) = stride, padding
+    xp = _workspace("xpad", (n, h + 2 * ph, w + 2 * pw, c), x.dtype)
+    if ph:
+        xp[:, :ph] = 0
+        xp[:, ph + h:] = 0
+    if pw:
+        xp[:, :, :pw] = 0
+        xp[:, :, pw + w:] = 0
+    xp[:, ph:ph + h, pw:pw + w, :] = x.transpose(0, 2, 3, 1)
+    bn, bh, bw, bc = xp.strides
+    patches = as_strided(xp, (n, oh, ow, kh, kw * c), (bn, sh * bh, sw * bw, bh, bc), writeable=False)
+    cols = _workspace("cols", (n, oh, ow, kh, kw * c), x.dtype)
+    np.copyto(cols, patches)
+    return cols.reshape(n * oh * ow, kh * kw * c)
+
+
+def _col2im(dcols, x_shape, kh, kw, oh, ow, stride, padding):
+    """The reference's _col2im as one numba gather (cpu_kernels.col2im) into a fresh NCHW dx."""
+    n, c, h, w = x_shape
+    dx = _empty(tuple(x_shape), dcols.dtype)
+    K.col2im(_c(dcols).reshape(n, oh, ow, kh, kw, c), stride[0], stride[1], padding[0], padding[1], dx)
+    return dx
+
+
+def _forward_from_cols(cols, w, b, n, oh, ow):
+    o = w.shape[0]
+    ym = _gemm(cols, _weight_matrix(w), trans_b=True, out=_workspace("ym", (cols.shape[0], o), cols.dtype))
+    y = _empty((n, o, oh, ow), cols.dtype)
+    ynchw = ym.reshape(n, oh, ow, o).transpose(0, 3, 1, 2)
+    if b is None:
+        y[...] = ynchw
+    else:
+        np.add(ynchw, b.reshape(o, 1, 1), out=y)
+    return y
+
+
+def _backward_data_from_matrix(dym, w, x_shape, oh, ow, stride, padding):
+    kh, kw = w.shape[2:]
+    wk = _weight_matrix(w)
+    dcols = _gemm(dym, wk, out=_workspace("dcols", (dym.shape[0], wk.shape[1]), dym.dtype))
+    return _col2im(dcols, x_shape, kh, kw, oh, ow, stride, padding)
+
+
+def _backward_weight_from_cols(cols, dym, w_shape):
+    o, c, kh, kw = w_shape
+    dwm = _gemm(dym, cols, trans_a=True, out=_workspace("dwm", (o, cols.shape[1]), cols.dtype))
+    dw = _empty(tuple(w_shape), cols.dtype)
+    dw[...] = dwm.reshape(o, kh, kw, c).transpose(0, 3, 1, 2)
+    return dw
+
+
+def _bias_grad(dy, has_bias):
+    return dy.sum(axis=(0, 2, 3)) if has_bias else None
+
+
+# -- conv2d ---------------------------------------------------------------------------------------
+
+
+@_guarded(_ref.conv2d_forward)
+def conv2d_forward(x, w, b, stride, padding):
+    if not _fast(x):
+        return _ref.conv2d_forward(x, w, b, stride, padding)
+    stride, padding = _pair(stride), _pair(padding)
+    n, _, h, wd = x.shape
+    kh, kw = w.shape[2:]
+    oh, ow = _out_size(h, kh, stride[0], padding[0]), _out_size(wd, kw, stride[1], padding[1])
+    return _forward_from_cols(_im2col(x, kh, kw, stride, padding, oh, ow), w, b, n, oh, ow)
+
+
+@_guarded(_ref.conv2d_backward)
+def conv2d_backward(x, w, dy, stride, padding, has_bias):
+    if not _fast(x):
+        return _ref.conv2d_backward(x, w, dy, stride, padding, has_bias)
+    stride, padding = _pair(stride), _pair(padding)
+    kh, kw = w.shape[2:]
+    oh, ow = dy.shape[2:]
+    dym = _nhwc("dym", dy)
+    dx = _backward_data_from_matrix(dym, w, x.shape, oh, ow, stride, padding)
+    dw = _backward_weight_from_cols(_im2col(x, kh, kw, stride, padding, oh, ow), dym, w.shape)
+    return dx, dw, _bias_grad(dy, has_bias)
+
+
+@_guarded(_ref.conv2d_backward_data)
+def conv2d_backward_data(dy, w, x_shape, stride, padding):
+    if not _fast(dy):
+        return _ref.conv2d_backward_data(dy, w, x_shape, stride, padding)
+    stride, padding = _pair(stride), _pair(padding)
+    oh, ow = dy.shape[2:]
+    return _backward_data_from_matrix(_nhwc("dym", dy), w, tuple(int(s) for s in x_shape), oh, ow, stride, padding)
+
+
+@_guarded(_ref.conv2d_backward_weight)
+def conv2d_backward_weight(x, dy, w_shape, stride, padding):
+    if not _fast(x):
+        return _ref.conv2d_backward_weight(x, dy, w_shape, stride, padding)
+    stride, padding = _pair(stride), _pair(padding)
+    w_shape = tuple(int(s) for s in w_shape)
+    oh, ow = dy.shape[2:]
+    cols = _im2col(x, w_shape[2], w_shape[3], stride, padding, oh, ow)
+    return _backward_weight_from_cols(cols, _nhwc("dym", dy), w_shape)
+
+
+# -- conv_transpose2d: the conv computations with x and y swapped ---------------------------------
+
+
+@_guarded(_ref.conv_transpose2d_forward)
+def conv_transpose2d_forward(x, w, b, stride, padding, output_padding):
+    if not _fast(x):
+        return _ref.conv_transpose2d_forward(x, w, b, stride, padding, output_padding)
+    stride, padding, output_padding = _pair(stride), _pair(padding), _pair(output_padding)
+    n, _, h, wd = x.shape
+    _, cout, kh, kw = w.shape
+    y_shape = (n, cout, (h - 1) * stride[0] - 2 * padding[0] + kh + output_padding[0],
+               (wd - 1) * stride[1] - 2 * padding[1] + kw + output_padding[1])
+    y = _backward_data_from_matrix(_nhwc("dym", x), w, y_shape, h, wd, stride, padding)
+    if b is not None:
+        y += b.reshape(-1, 1, 1)
+    return y
+
+
+@_guarded(_ref.conv_transpose2d_backward)
+def conv_transpose2d_backward(x, w, dy, stride, padding, output_padding, has_bias):
+    if not _fast(x):
+        return _ref.conv_transpose2d_backward(x, w, dy, stride, padding, output_padding, has_bias)
+    stride, padding = _pair(stride), _pair(padding)
+    kh, kw = w.shape[2:]
+    h, wd = x.shape[2:]
+    cols = _im2col(dy, kh, kw, stride, padding, h, wd)
+    dx = _forward_from_cols(cols, w, None, x.shape[0], h, wd)
+    dw = _backward_weight_from_cols(cols, _nhwc("dym", x), w.shape)
+    return dx, dw, _bias_grad(dy, has_bias)
+
+
+# -- batch norm (+ leaky ReLU) ---------------------------------------------------------------------
+
+
+def _bn_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps, slope):
+    x = _c(x)
+    c = x.shape[1]
+    x3 = x.reshape(x.shape[0], c, -1)
+    dtype = x.dtype
+    if training:
+        n = x3.shape[0] * x3.shape[2]
+        mean, var = _empty((c,), dtype), _empty((c,), dtype)
+        K.bn_stats(x3, mean, var)
+        rstd = (1 / np.sqrt(var + dtype.type(eps))).astype(dtype)
+        momentum = float(momentum)
+        if running_mean is not None:
+            running_mean[...] = (1.0 - momentum) * running_mean + momentum * mean
+        if running_var is not None:
+            running_var[...] = (1.0 - momentum) * running_var + momentum * (var * (n / (n - 1)))
+    else:
+        mean = np.array(running_mean, dtype=dtype)
+        rstd = (1 / np.sqrt(np.asarray(running_var, dtype=dtype) + dtype.type(eps))).astype(dtype)
+    scale = rstd if gamma is None else (rstd * gamma).astype(dtype)
+    shift = np.zeros(c, dtype) if beta is None else _c(beta).astype(dtype, copy=False)
+    y = _empty(x.shape, dtype)
+    K.bn_act_forward(x3, mean, scale, shift, float(slope), y.reshape(x3.shape))
+    return y, mean, rstd
+
+
+def _bn_backward(x, gamma, beta, dy, mean, rstd, training, slope):
+    x, dy = _c(x), _c(dy)
+    c = x.shape[1]
+    x3 = x.reshape(x.shape[0], c, -1)
+    dtype = x.dtype
+    scale = rstd.astype(dtype) if gamma is None else (rstd * gamma).astype(dtype)
+    shift = np.zeros(c, dtype) if beta is None else _c(beta).astype(dtype, copy=False)
+    dx = _empty(x.shape, dtype)
+    dgamma, dbeta = _empty((c,), dtype), _empty((c,), dtype)
+    K.bn_act_backward(x3, dy.reshape(x3.shape), _c(mean).astype(dtype, copy=False), _c(rstd).astype(dtype, copy=False),
+                      scale, shift, float(slope), bool(training), dx.reshape(x3.shape), dgamma, dbeta)
+    if gamma is None:
+        return dx, None, None
+    return dx, dgamma, dbeta
+
+
+@_guarded(_ref.batch_norm_forward)
+def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps):
+    if not _fast(x):
+        return _ref.batch_norm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps)
+    if training and x.size // x.shape[1] < 2:
+        return _ref.batch_norm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps)
+    return _bn_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps, 1.0)
+
+
+@_guarded(_ref.batch_norm_backward)
+def batch_norm_backward(x, gamma, dy, mean, rstd, training):
+    if not _fast(x):
+        return _ref.batch_norm_backward(x, gamma, dy, mean, rstd, training)
+    # slope 1: the activation's gradient is the identity, and z (hence beta) is never needed
+    return _bn_backward(x, gamma, None, dy, mean, rstd, training, 1.0)
+
+
+@_guarded(_ref.batch_norm_leaky_relu_forward)
+def batch_norm_leaky_relu_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps, negative_slope):
+    if not _fast(x) or (training and x.size // x.shape[1] < 2):
+        return _ref.batch_norm_leaky_relu_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps,
+                                                  negative_slope)
+    return _bn_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps, float(negative_slope))
+
+
+@_guarded(_ref.batch_norm_leaky_relu_backward)
+def batch_norm_leaky_relu_backward(x, gamma, beta, dy, mean, rstd, training, negative_slope):
+    if not _fast(x):
+        return _ref.batch_norm_leaky_relu_backward(x, gamma, beta, dy, mean, rstd, training, negative_slope)
+    return _bn_backward(x, gamma, beta, dy, mean, rstd, training, float(negative_slope))
+
+
+# -- pointwise ------------------------------------------------------------------------------------
+
+
+@_guarded(_ref.leaky_relu_forward)
+def leaky_relu_forward(x, negative_slope):
+    if not _fast(x) or x.ndim == 0:
+        return _ref.leaky_relu_forward(x, negative_slope)
+    x = _c(x)
+    y = _empty(x.shape, x.dtype)
+    K.leaky_relu_forward(x.reshape(-1), float(negative_slope), y.reshape(-1))
+    return y
+
+
+@_guarded(_ref.leaky_relu_backward)
+def leaky_relu_backward(x, dy, negative_slope):
+    if not _fast(x) or x.ndim == 0 or dy.dtype != x.dtype:
+        return _ref.leaky_relu_backward(x, dy, negative_slope)
+    x, dy = _c(x), _c(dy)
+    dx = _empty(x.shape, x.dtype)
+    K.leaky_relu_backward(x.reshape(-1), dy.reshape(-1), float(negative_slope), dx.reshape(-1))
+    return dx
+
+
+tanh_forward = _ref.tanh_forward
+tanh_backward = _ref.tanh_backward
+sigmoid_forward = _ref.sigmoid_forward
+sigmoid_backward = _ref.sigmoid_backward
+binary_cross_entropy_with_logits_forward = _ref.binary_cross_entropy_with_logits_forward
+binary_cross_entropy_with_logits_backward = _ref.binary_cross_entropy_with_logits_backward
+
+
+# -- Adam -----------------------------------------------------------------------------------------
+
+
+@_guarded(_ref.adam_step)
+def adam_step(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay):
+    import math
+
+    step = int(step)
+    lr, beta1, beta2, eps, wd = float(lr), float(beta1), float(beta2), float(eps), float(weight_decay)
+    step_size = lr / (1.0 - beta1**step)
+    bc2_sqrt = math.sqrt(1.0 - beta2**step)
+    for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs, strict=True):
+        arrays = (p, g, m, v)
+        if not (_fast(p) and all(a.dtype == np.float32 and a.flags.c_contiguous for a in arrays)):
+            _ref.adam_step([p], [g], [m], [v], step, lr, beta1, beta2, eps, wd)
+            continue
+        K.adam(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), step_size, beta1, beta2, bc2_sqrt, eps, wd)
+
+
+# -- the rest: the reference ----------------------------------------------------------------------
+
+linear_forward = _ref.linear_forward
+linear_backward = _ref.linear_backward
+avg_pool2d_forward = _ref.avg_pool2d_forward
+avg_pool2d_backward = _ref.avg_pool2d_backward
+softmax_cross_entropy_forward = _ref.softmax_cross_entropy_forward
+softmax_cross_entropy_backward = _ref.softmax_cross_entropy_backward
+embedding_forward = _ref.embedding_forward
+embedding_backward = _ref.embedding_backward
+group_norm_forward = _ref.group_norm_forward
+group_norm_backward = _ref.group_norm_backward
+rmsprop_step = _ref.rmsprop_step

@@ -1,0 +1,250 @@
+"""Threads and the GEMM of the fast CPU backend (pygan/ops/cpu.py): one policy, applied once.
+
+Thread policy
+    One number of threads, T, for numba's pool and for the BLAS (numpy's and scipy's OpenBLAS):
+    PYGAN_NUM_THREADS when set, else OMP_NUM_THREADS when set, else the number of cores this
+    process may run on (os.sched_getaffinity), except that when the machine is already busy (the
+    1-minute load average, taken when the backend is first used, is at least that number of
+    cores) T is 1. NUMBA_NUM_THREADS caps numba's pool (numba reads it at import) and
+    OPENBLAS_NUM_THREADS, when set, is the BLAS's count instead of T.
+    Why: a training step calls numba kernels and BLAS GEMMs one after another from one Python
+    thread, never at the same time, so with each pool at T <= cores the process itself never runs
+    more threads than cores. Oversubscription then comes from other jobs, and there every barrier
+    (OpenBLAS's workers, numba's OpenMP regions) waits for a thread the OS has descheduled, and
+    idle workers of one pool spin while the other pool runs: on a shared 2-core machine a 1x32x32
+    DCGAN step took 2.5 s with 2 threads and 0.32 s with 1, in runs minutes apart
+    (benchmarks/results/README.md). One thread gives up at most the second core's share when the
+    machine is idle; hence the rule. It is decided once per process.
+    numba's OpenMP threading layer shares libgomp with other OpenMP users in the process (PyTorch):
+    starting numba's pool sets the process's OpenMP default to the pool's size, so such a library
+    should set its own count after pygan's backend is set up (pygan/bench.py does for PyTorch).
+
+GEMM
+    The convolutions' GEMMs go to the BLAS through scipy.linalg.blas (s/dgemm with transpose flags,
+    so C-ordered operands are never copied), into outputs the caller owns; numpy's matmul when
+    scipy's BLAS cannot be had, or with PYGAN_CPU_GEMM=numpy. scipy ships its own OpenBLAS,
+    separate from numpy's; both threads counts are set by the policy above. OpenBLAS chooses its
+    kernels when it loads, from the CPU or from OPENBLAS_CORETYPE when that is set: pygan leaves
+    that choice alone and names the core it got (benchmarks print it). The GEMMs are most of a
+    step, so a host whose environment pins an older core (OPENBLAS_CORETYPE=Haswell on an AVX-512
+    CPU) runs them on AVX2 kernels; benchmarks/results/README.md has figures both ways.
+"""
+
+import ctypes
+import os
+
+import numpy as np
+
+
+def cpu_flags():
+    """The CPU's feature flags (Linux /proc/cpuinfo), an empty set elsewhere."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def simd_level(flags=None):
+    flags = cpu_flags() if flags is None else flags
+    return "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+
+
+def available_cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _env_int(name):
+    value = os.environ.get(name, "").strip()
+    try:
+        return max(1, int(value)) if value else None
+    except ValueError:
+        return None
+
+
+def machine_busy(cores):
+    try:
+        return os.getloadavg()[0] >= cores
+    except (AttributeError, OSError):
+        return False
+
+
+def thread_counts():
+    """(numba threads, BLAS threads, reason) under the policy above."""
+    t = _env_int("PYGAN_NUM_THREADS") or _env_int("OMP_NUM_THREADS")
+    if t is not None:
+        reason = "PYGAN_NUM_THREADS" if _env_int("PYGAN_NUM_THREADS") else "OMP_NUM_THREADS"
+    else:
+        cores = available_cores()
+        busy = cores > 1 and machine_busy(cores)
+        t, reason = (1, "machine busy (load average >= cores)") if busy else (cores, "cores")
+    blas = _env_int("OPENBLAS_NUM_THREADS") if _env_int("PYGAN_NUM_THREADS") is None else None
+    return t, blas or t, reason
+
+
+_policy = None
+
+
+def apply_thread_policy(with_numba):
+    """Set the BLAS threads (numpy's and scipy's OpenBLAS) and, with_numba, numba's; once per
+    process (later calls only add numba's). Returns {"numba_threads", "blas_threads", "why"}."""
+    global _policy
+    if _policy is None:
+        t, blas, why = thread_counts()
+        _set_threads(numpy_blas(), blas)
+        _policy = {"numba_threads": None, "blas_threads": blas, "why": why, "_t": t, "_scipy": False}
+    if not _policy["_scipy"] and scipy_blas_handle() is not None:  # loaded since the last call
+        _set_threads(scipy_blas_handle(), _policy["blas_threads"])
+        _policy["_scipy"] = True
+    if with_numba and _policy["numba_threads"] is None:
+        import numba
+
+        n = min(_policy["_t"], numba.config.NUMBA_NUM_THREADS)
+        numba.set_num_threads(n)
+        _policy["numba_threads"] = n
+    return {k: v for k, v in _policy.items() if not k.startswith("_")}
+
+
+# -- OpenBLAS libraries loaded in this process ------------------------------------------------------
+
+
+def _loaded_libraries(fragment):
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if fragment in line and line.rstrip().endswith(".so")}
+    except OSError:
+        return []
+    return sorted(paths)
+
+
+def _openblas_handle(path_fragment, exclude=None):
+    """(ctypes handle, symbol suffix) of a loaded OpenBLAS whose path contains path_fragment."""
+    for path in _loaded_libraries(path_fragment):
+        if exclude and exclude in os.path.basename(path):
+            continue
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix in ("scipy_openblas_", "openblas_"):
+            for suffix in ("64_", ""):
+                if hasattr(lib, f"{prefix}get_corename{suffix}"):
+                    return lib, prefix, suffix
+    return None
+
+
+def _corename(handle):
+    if handle is None:
+        return None
+    lib, prefix, suffix = handle
+    fn = getattr(lib, f"{prefix}get_corename{suffix}")
+    fn.restype = ctypes.c_char_p
+    return fn().decode()
+
+
+def _set_threads(handle, n):
+    if handle is None:
+        return
+    lib, prefix, suffix = handle
+    fn = getattr(lib, f"{prefix}set_num_threads{suffix}", None)
+    if fn is not None:
+        fn.argtypes = [ctypes.c_int]
+        fn(int(n))
+
+
+_handles = {}
+
+
+def numpy_blas():
+    if "numpy" not in _handles:
+        _handles["numpy"] = _openblas_handle("openblas64_") or _openblas_handle("openblas", exclude="scipy_openblas-")
+    return _handles["numpy"]
+
+
+def scipy_blas_handle():
+    """scipy's OpenBLAS (libscipy_openblas-<hash>.so, 32-bit ints; numpy's is ...openblas64_...),
+    or None while it is not loaded."""
+    if _handles.get("scipy") is None:
+        for path in _loaded_libraries("openblas"):
+            if "openblas64" in os.path.basename(path):
+                continue
+            handle = _openblas_handle(os.path.basename(path))
+            if handle is not None:
+                _handles["scipy"] = handle
+                break
+    return _handles.get("scipy")
+
+
+class Gemm:
+    """out = op(a) @ op(b) for C-ordered 2-D float arrays (op: transpose when the flag is set)."""
+
+    def __init__(self):
+        self.fblas = None
+        self.note = ""
+        if os.environ.get("PYGAN_CPU_GEMM", "").strip().lower() == "numpy":
+            self.note = "PYGAN_CPU_GEMM=numpy"
+            return
+        try:
+            from scipy.linalg import blas as fblas
+        except ImportError as exc:  # pragma: no cover - scipy is a dependency
+            self.note = f"scipy.linalg.blas unavailable ({exc})"
+            return
+        self.fblas = fblas
+
+    @property
+    def name(self):
+        pinned = " (OPENBLAS_CORETYPE set)" if os.environ.get("OPENBLAS_CORETYPE") else ""
+        if self.fblas is None:
+            core = _corename(numpy_blas())
+            return f"numpy matmul ({core or 'unknown BLAS'}{pinned})" + (f"; {self.note}" if self.note else "")
+        return f"scipy OpenBLAS sgemm, core {_corename(scipy_blas_handle()) or 'unknown'}{pinned}"
+
+    def __call__(self, a, b, trans_a=False, trans_b=False, out=None):
+        m = a.shape[1] if trans_a else a.shape[0]
+        n = b.shape[0] if trans_b else b.shape[1]
+        if out is None:
+            out = np.empty((m, n), a.dtype)
+        if self.fblas is None or a.dtype != b.dtype or a.dtype not in (np.float32, np.float64):
+            np.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
+            return out
+        gemm = self.fblas.sgemm if a.dtype == np.float32 else self.fblas.dgemm
+        # C-ordered out = op(a) op(b) is, read as Fortran arrays, out.T = op(b).T op(a).T; a C-ordered
+        # array's memory is its transpose in Fortran order, so no operand is copied.
+        r = gemm(1.0, b.T, a.T, beta=0.0, c=out.T, trans_a=int(trans_b), trans_b=int(trans_a), overwrite_c=1)
+        if r.ctypes.data != out.ctypes.data:  # pragma: no cover - f2py copied instead of writing in place
+            out[...] = r.T
+        return out
+
+
+def numba_threading_layer():
+    try:
+        import numba
+
+        return numba.threading_layer()
+    except Exception:  # noqa: BLE001 - only known after the first parallel kernel ran
+        return "not started"
+
+
+def describe():
+    """One line for benchmark output: CPU, SIMD level, threads, GEMM."""
+    return f"{cpu_model()} ({simd_level()}), {available_cores()} cores"
+
