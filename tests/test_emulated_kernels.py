@@ -28,7 +28,7 @@ shapes = st.lists(st.integers(1, 11), min_size=1, max_size=4).filter(lambda s: i
 
 @pytest.fixture(scope="module")
 def emu():
-    return emulated.backend()
+    return emulated.backend(poison=True)  # every output and workspace NaN before its kernel runs
 
 
 def variants(family):
