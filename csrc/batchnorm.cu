@@ -54,7 +54,8 @@ __global__ void bn_forward(const float* x, const float* gamma, const float* beta
   const std::int64_t Mv = VEC ? M / 4 : M, cntv = N * Mv;
   const float4* x4 = reinterpret_cast<const float4*>(x);
   float4* y4 = reinterpret_cast<float4*>(y);
-  __shared__ float s_mean, s_rstd;
+  PYGAN_SHARED(float, s_mean, );
+  PYGAN_SHARED(float, s_rstd, );
   if (training) {
     float acc = 0.0f;
     for (std::int64_t e = threadIdx.x; e < cntv; e += blockDim.x) {

@@ -20,7 +20,9 @@
 #include <pybind11/numpy.h>
 #endif
 
+#include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -40,7 +42,64 @@ namespace py = pybind11;
 #ifdef PYGAN_EMULATION
 // ---- csrc/emu/selftest.cpp (emulation module only) ------------------------------------------
 std::vector<std::pair<std::string, bool>> pygan_emulation_selftest();
+std::uint64_t pygan_emulation_seed();
+void pygan_emulation_set_seed(std::uint64_t seed);
+std::uint64_t pygan_emulation_launches();
+void pygan_emulation_faulty_kernel(const std::string& kind, float* out);
 #endif
+
+// ---- launch checks (declared in common.cuh, used by PYGAN_LAUNCH) ----------------------------
+namespace pygan {
+namespace {
+// -1: not read yet; 0/1: PYGAN_CUDA_SYNC as read at the first call, or as set_sync_debug set it.
+std::atomic<int> g_sync_debug{-1};
+
+// The op whose binding is running on this thread and its array arguments, as array_arg validated
+// them: what a launch error names. A binding validates each argument once, so a name seen again
+// (or another op) starts a new call.
+struct CallRecord {
+  std::string op;
+  std::vector<std::pair<std::string, std::vector<std::int64_t>>> args;
+};
+thread_local CallRecord g_call;
+}  // namespace
+
+bool sync_debug() {
+  int v = g_sync_debug.load(std::memory_order_relaxed);
+  if (v < 0) {
+    const char* env = std::getenv("PYGAN_CUDA_SYNC");
+    const std::string e = env ? env : "";
+    v = !(e.empty() || e == "0" || e == "false" || e == "False" || e == "off" || e == "no");
+    g_sync_debug.store(v, std::memory_order_relaxed);
+  }
+  return v != 0;
+}
+
+void set_sync_debug(bool on) { g_sync_debug.store(on ? 1 : 0, std::memory_order_relaxed); }
+
+void record_call_arg(const std::string& op, const std::string& name, const std::vector<std::int64_t>& shape) {
+  bool fresh = g_call.op != op;
+  for (const auto& a : g_call.args) fresh |= a.first == name;
+  if (fresh) {
+    g_call.op = op;
+    g_call.args.clear();
+  }
+  g_call.args.emplace_back(name, shape);
+}
+
+std::string describe_current_call() {
+  if (g_call.op.empty()) return "";
+  std::string s = g_call.op + "(";
+  for (std::size_t i = 0; i < g_call.args.size(); ++i) {
+    if (i) s += ", ";
+    s += g_call.args[i].first + " (";
+    const auto& shape = g_call.args[i].second;
+    for (std::size_t d = 0; d < shape.size(); ++d) s += (d ? ", " : "") + std::to_string(shape[d]);
+    s += shape.size() == 1 ? ",)" : ")";
+  }
+  return s + ")";
+}
+}  // namespace pygan
 
 #ifdef PYGAN_WITH_CUDA
 // ---- csrc/runtime.cu ----------------------------------------------------------------------
@@ -207,6 +266,7 @@ Array array_arg(py::handle obj, const std::string& op, const std::string& name, 
   }
   if (a.size > 0 && a.ptr % dtype.itemsize != 0)
     bad(op, name, "is not " + std::to_string(dtype.itemsize) + "-byte aligned");
+  pygan::record_call_arg(op, name, a.shape);
 #ifdef PYGAN_WITH_CUDA
   if (a.size > 0 && !pygan_cuda_is_device_pointer(a.ptr))
     bad(op, name, std::string("must be ") + kMemory + " (its pointer is not device memory)");
@@ -310,6 +370,30 @@ PYBIND11_MODULE(PYGAN_MODULE_NAME, m) {
   m.def("_emulation_selftest", &pygan_emulation_selftest,
         "[(case, passed)]: the emulation header's own checks (shuffles, votes, barriers, limits).");
 #endif
+  m.def("set_cuda_sync", &pygan::set_sync_debug, py::arg("on"),
+        "Debug mode: synchronise after every kernel launch and raise RuntimeError naming the kernel and "
+        "its op's argument shapes on any CUDA error (as PYGAN_CUDA_SYNC=1 in the environment does). Slow.");
+  m.def("cuda_sync", &pygan::sync_debug,
+        "Whether the synchronise-after-every-launch debug mode is on (PYGAN_CUDA_SYNC=1 or set_cuda_sync).");
+#ifdef PYGAN_EMULATION
+  m.def("_emulation_seed", &pygan_emulation_seed,
+        "The seed of the emulated block order (PYGAN_EMU_SEED, or random, or the last _emulation_set_seed).");
+  m.def("_emulation_set_seed", &pygan_emulation_set_seed, py::arg("seed"),
+        "Set the block-order seed and restart the launch count it is combined with.");
+  m.def("_emulation_launches", &pygan_emulation_launches,
+        "Kernel launches so far (run, or skipped under PYGAN_EMU_SKIP_LAUNCH=1).");
+  m.def(
+      "_emulation_faulty_kernel",
+      [](const std::string& kind, py::handle out) {
+        const Array a = array_arg(out, "_emulation_faulty_kernel", "out", true);
+        if (a.size < 64 || a.ptr % 16 != 0) bad("_emulation_faulty_kernel", "out", "needs 64 floats, 16-byte aligned");
+        py::gil_scoped_release release;
+        pygan_emulation_faulty_kernel(kind, a.data());
+      },
+      py::arg("kind"), py::arg("out"),
+      "Launch a kernel that faults on purpose ('misaligned': a float4 load at a 4-byte offset; 'divergent': "
+      "__syncthreads() in divergent code): the RuntimeError a faulting kernel raises.");
+#endif
   m.def("build_info", &build_info,
         "Dict: cuda_compiled, compiler, build_type, cuda_compiler, cuda_arch, "
         "cuda_runtime_version (the CUDA ones are None in a CPU-only build).");
@@ -411,6 +495,9 @@ PYBIND11_MODULE(PYGAN_MODULE_NAME, m) {
       py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"),
       py::arg("variant") = 0, py::arg("stream") = 0,
       "One torch.optim.Adam step, in place, over every (param, grad, exp_avg, exp_avg_sq) at once.");
+  m.def("_tf32_arch_problem", &pygan::tf32_arch_problem, py::arg("ptx_version"), py::arg("compute_capability"),
+        "Why conv2d variant 5 (TF32) cannot run with a kernel compiled for ptx_version on a GPU of "
+        "compute_capability (both major*10+minor), or '' when it can: the launcher's arch guard.");
   def_conv_batchnorm(m, variants);  // issue 5: conv2d.cu, batchnorm.cu (csrc/bindings_conv_bn.h)
   def_pool_softmax(m, variants);  // issue 6: pool.cu, softmax CE in loss.cu (csrc/bindings_pool_softmax.h)
   def_embedding(m, variants);  // issue 12: embedding.cu (csrc/bindings_embedding.h)

@@ -9,6 +9,17 @@
 //                         plus the same check under the host compiler with PYGAN_EMULATION.
 //                         `kernel` must be one token-free-of-commas expression: for a template
 //                         kernel bind it first, `auto kern = my_kernel<float, 4>;`.
+//                         After every launch: a launch error throws a std::runtime_error naming
+//                         the kernel, its grid and block, the launch site and the arguments of
+//                         the op being run (their shapes; see pygan::describe_current_call);
+//                         with PYGAN_CUDA_SYNC=1 (pygan::sync_debug) the stream is synchronised
+//                         too, so a fault in the kernel is reported by that launch, not by a
+//                         later, unrelated CUDA call.
+//   PYGAN_SHARED(type, name, dims)
+//                         a static shared-memory variable: `PYGAN_SHARED(float, tile, [16][17]);`
+//                         is `__shared__ float tile[16][17];` under nvcc (dims may be empty, for
+//                         a scalar). Never write `__shared__` yourself: under emulation the
+//                         variable must be registered so it can be poisoned at every block start.
 //   PYGAN_DYNAMIC_SMEM(type, name)
 //                         `type* name` pointing at the block's dynamic shared memory (the smem
 //                         argument of the launch), 16-byte aligned. Never write `extern __shared__`
@@ -35,6 +46,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
@@ -63,6 +75,37 @@ inline bool is_aligned(const void* p, std::size_t bytes) {
 
 int sm_count();  // defined below (inline) so every TU shares one cached value
 
+// ---- launch checks (PYGAN_LAUNCH) ----------------------------------------------------------------
+// Defined in bindings.cpp, which both modules are built from:
+//   sync_debug()            PYGAN_CUDA_SYNC=1 in the environment (read at the first call), or as
+//                           last set by set_sync_debug (Python: <module>.set_cuda_sync(flag)).
+//   describe_current_call() "op(x (2, 3, 8, 8), w (4, 3, 3, 3), y (2, 4, 6, 6))": the op whose
+//                           launcher is running on this thread, with the shapes of its array
+//                           arguments, as the binding validated them ("" outside a binding).
+bool sync_debug();
+void set_sync_debug(bool on);
+std::string describe_current_call();
+
+inline std::string dim3_str(dim3 d) {
+  return "(" + std::to_string(d.x) + ", " + std::to_string(d.y) + ", " + std::to_string(d.z) + ")";
+}
+
+// The message of a failed launch: CUDA's error, the kernel (as named at the launch site), its
+// launch configuration, the launch site, the op and its arguments' shapes, and `detail` (the
+// emulator's account of a fault; empty on a GPU).
+inline std::string launch_error_message(cudaError_t err, const char* when, const char* kernel, dim3 grid,
+                                        dim3 block, const char* file, int line, const std::string& detail) {
+  const char* csrc = std::strstr(file, "csrc/");  // the path from the source tree's root
+  if (csrc) file = csrc;
+  std::string msg = std::string("CUDA error ") + std::to_string(static_cast<int>(err)) + " (" +
+                    cudaGetErrorString(err) + ") " + when + " kernel `" + kernel + "` (grid " + dim3_str(grid) +
+                    ", block " + dim3_str(block) + ") launched at " + file + ":" + std::to_string(line);
+  const std::string call = describe_current_call();
+  if (!call.empty()) msg += " by " + call;
+  if (!detail.empty()) msg += ": " + detail;
+  return msg;
+}
+
 }  // namespace pygan
 
 #define CUDA_CHECK(call)                                                      \
@@ -75,24 +118,57 @@ int sm_count();  // defined below (inline) so every TU shares one cached value
 #define CEIL_DIV(a, b) (((a) + (b) - 1) / (b))
 
 #ifdef PYGAN_EMULATION
-#define PYGAN_LAUNCH(kernel, grid, block, smem, stream, ...)                            \
-  do {                                                                                  \
-    ::pygan_emu::launch(kernel, grid, block, smem, stream __VA_OPT__(, ) __VA_ARGS__); \
-    CUDA_CHECK(cudaGetLastError());                                                     \
+// The emulated launch runs the kernel to completion (or to its first fault) before it returns, so
+// what a GPU reports at the next synchronisation is already in cudaGetLastError(), with the
+// emulator's detail; PYGAN_CUDA_SYNC changes nothing here.
+#define PYGAN_LAUNCH(kernel, grid, block, smem, stream, ...)                                          \
+  do {                                                                                                \
+    ::pygan_emu::launch(#kernel, kernel, grid, block, smem, stream __VA_OPT__(, ) __VA_ARGS__);      \
+    ::pygan::check_launch(#kernel, dim3(grid), dim3(block), stream, __FILE__, __LINE__);             \
   } while (0)
+#define PYGAN_SHARED(type, name, ...)                                                       \
+  static type name __VA_ARGS__;                                                              \
+  [[maybe_unused]] static const bool pygan_shared_registered_##name =                        \
+      ::pygan_emu::register_shared(&name, sizeof(name))
 #define PYGAN_DYNAMIC_SMEM(type, name) type* name = reinterpret_cast<type*>(::pygan_emu::dynamic_smem)
 #else
-#define PYGAN_LAUNCH(kernel, grid, block, smem, stream, ...)        \
-  do {                                                              \
-    kernel<<<(grid), (block), (smem), (stream)>>>(__VA_ARGS__);     \
-    CUDA_CHECK(cudaGetLastError());                                 \
+#define PYGAN_LAUNCH(kernel, grid, block, smem, stream, ...)                                \
+  do {                                                                                      \
+    kernel<<<(grid), (block), (smem), (stream)>>>(__VA_ARGS__);                             \
+    ::pygan::check_launch(#kernel, dim3(grid), dim3(block), stream, __FILE__, __LINE__);   \
   } while (0)
+#define PYGAN_SHARED(type, name, ...) __shared__ type name __VA_ARGS__
 #define PYGAN_DYNAMIC_SMEM(type, name)                              \
   extern __shared__ __align__(16) unsigned char pygan_dynamic_smem_[]; \
   type* name = reinterpret_cast<type*>(pygan_dynamic_smem_)
 #endif
 
 namespace pygan {
+
+// After a launch: a launch error (bad configuration, too much shared memory, no device; under
+// emulation also a fault while the kernel ran) throws; with sync_debug() on, the stream is
+// synchronised and an execution error (illegal address, misaligned address, trap) throws too,
+// naming this kernel. On a GPU such an error is sticky: the context is unusable afterwards.
+inline void check_launch(const char* kernel, dim3 grid, dim3 block, cudaStream_t stream, const char* file,
+                         int line) {
+  cudaError_t err = cudaGetLastError();
+#ifdef PYGAN_EMULATION
+  if (err != cudaSuccess)
+    throw std::runtime_error(launch_error_message(err, "in", kernel, grid, block, file, line,
+                                                  ::pygan_emu::take_error_detail()));
+  (void)stream;
+#else
+  if (err != cudaSuccess)
+    throw std::runtime_error(launch_error_message(err, "launching", kernel, grid, block, file, line, ""));
+  if (sync_debug()) {
+    err = cudaStreamSynchronize(stream);
+    if (err == cudaSuccess) err = cudaGetLastError();
+    if (err != cudaSuccess)
+      throw std::runtime_error(launch_error_message(err, "found by PYGAN_CUDA_SYNC=1 in",
+                                                    kernel, grid, block, file, line, ""));
+  }
+#endif
+}
 
 inline int sm_count() {
   static const int count = [] {
@@ -127,7 +203,7 @@ __device__ __forceinline__ T warp_reduce_max(T v) {
 // called again right away. Deterministic for a given blockDim.
 template <class T>
 __device__ __forceinline__ T block_reduce_sum(T v) {
-  __shared__ T partial[32];
+  PYGAN_SHARED(T, partial, [32]);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
   v = warp_reduce_sum(v);
   if (lane == 0) partial[warp] = v;
@@ -140,7 +216,7 @@ __device__ __forceinline__ T block_reduce_sum(T v) {
 
 template <class T>
 __device__ __forceinline__ T block_reduce_max(T v, T identity) {
-  __shared__ T partial[32];
+  PYGAN_SHARED(T, partial, [32]);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
   v = warp_reduce_max(v);
   if (lane == 0) partial[warp] = v;

@@ -27,7 +27,9 @@
 //   5: OPT-IN TF32 tensor cores (wmma m16n16k8, precision::tf32, fp32 accumulation), 64x64 tile,
 //      16-deep K tiles, 4 warps of 32x32; operands rounded to TF32 (10-bit mantissa), so it is
 //      tested at a looser tolerance and never the default. nvcc only (sm_80+): under emulation
-//      selecting it raises ValueError (tensor-core instructions are not emulated).
+//      selecting it raises ValueError (tensor-core instructions are not emulated). The launcher
+//      checks the arch the kernel was compiled for (cudaFuncGetAttributes' ptxVersion) as well as
+//      the GPU's, and raises ValueError when either is below 8.0; the body traps below sm_80.
 // Determinism: no variant uses atomics; every output is a fixed-order sum. Backward-weight in
 // variants 2-5 splits its long K (batch*OH*OW) over gridDim.z blocks that write partial sums
 // to a workspace (conv2d_backward_weight_workspace_size floats), then one kernel adds the splits
@@ -243,8 +245,8 @@ template <class P, int BM, int BN, int BK, int TM, int TN, bool VEC>
 __global__ void __launch_bounds__((BM / TM) * (BN / TN)) gemm_tiled(P prob, float* ws, int kchunk) {
   constexpr int TX = BN / TN, TY = BM / TM, NT = TX * TY;
   static_assert(!VEC || (BK % 4 == 0 && BN % 4 == 0), "VEC loads 4 at a time");
-  __shared__ float As[BK][BM + 1];
-  __shared__ float Bs[BK][BN];
+  PYGAN_SHARED(float, As, [BK][BM + 1]);
+  PYGAN_SHARED(float, Bs, [BK][BN]);
   const int tid = threadIdx.x, tx = tid % TX, ty = tid / TX;
   const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
   const int kbeg = blockIdx.z * kchunk;
@@ -334,9 +336,9 @@ __global__ void __launch_bounds__(128) gemm_wmma_tf32(P prob, float* ws, int kch
   namespace wmma = nvcuda::wmma;
   constexpr int BM = 64, BN = 64, BK = 16, NT = 128;
   constexpr int LDA = BK + 4, LDB = BN + 4, LDC = BN + 4;  // multiples of 4; fragment starts 32-byte aligned
-  __shared__ __align__(32) float As[BM * LDA];  // (m, k) row-major
-  __shared__ __align__(32) float Bs[BK * LDB];  // (k, n) row-major
-  __shared__ __align__(32) float Cs[BM * LDC];
+  PYGAN_SHARED(__align__(32) float, As, [BM * LDA]);  // (m, k) row-major
+  PYGAN_SHARED(__align__(32) float, Bs, [BK * LDB]);  // (k, n) row-major
+  PYGAN_SHARED(__align__(32) float, Cs, [BM * LDC]);
   const int tid = threadIdx.x, warp = tid / 32;
   const int wm = (warp / 2) * 32, wn = (warp % 2) * 32;
   const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
@@ -389,6 +391,11 @@ __global__ void __launch_bounds__(128) gemm_wmma_tf32(P prob, float* ws, int kch
     else
       prob.store(m, col, v);
   }
+#else
+  // Compiled for an arch without TF32 tensor cores (a PTX-only build for an older arch, JIT-compiled
+  // on a newer GPU): the launcher refuses this (check_tf32_kernel); should it ever run, fail loudly
+  // rather than leave the output unwritten.
+  __trap();
 #endif
 }
 #endif  // !PYGAN_EMULATION
@@ -462,13 +469,20 @@ void launch_register_blocked(const P& prob, float* ws, int splits, int kchunk, c
 }
 
 #if !defined(PYGAN_EMULATION)
-void check_tf32_device() {
-  int device = 0, major = 0;
+// Variant 5 runs only where both the GPU (compute capability) and the code loaded for the kernel
+// (its PTX arch, which is what __CUDA_ARCH__ was when its body was compiled) are 8.0 or newer:
+// a build for an older arch run through PTX JIT on a newer GPU would pass a device check alone
+// and run a kernel whose tensor-core body compiled out.
+template <class P>
+void check_tf32_kernel(void (*kern)(P, float*, int)) {
+  int device = 0, major = 0, minor = 0;
   CUDA_CHECK(cudaGetDevice(&device));
   CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-  if (major < 8)
-    throw std::invalid_argument("conv2d: variant 5 (tf32) needs compute capability 8.0 or newer, this GPU has " +
-                                std::to_string(major) + ".x");
+  CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  cudaFuncAttributes attr{};
+  CUDA_CHECK(cudaFuncGetAttributes(&attr, reinterpret_cast<const void*>(kern)));
+  const std::string problem = tf32_arch_problem(attr.ptxVersion, major * 10 + minor);
+  if (!problem.empty()) throw std::invalid_argument(problem);
 }
 #endif
 
@@ -480,8 +494,8 @@ void launch_gemm(const P& prob, int variant, float* ws, int splits, int kchunk, 
     PYGAN_LAUNCH(kern, grid, 256, 0, st, prob, ws, kchunk);
   } else if (variant == kTf32Variant) {
 #if !defined(PYGAN_EMULATION)
-    check_tf32_device();
     auto kern = gemm_wmma_tf32<P>;
+    check_tf32_kernel(kern);
     const dim3 grid(ceil_div(prob.N, 64), ceil_div(prob.M, 64), splits);
     PYGAN_LAUNCH(kern, grid, 128, 0, st, prob, ws, kchunk);
 #endif  // under emulation resolve() has already refused it
@@ -518,6 +532,18 @@ SplitPlan split_plan(const Conv2dShape& s, int variant) {
 }
 
 }  // namespace
+
+std::string tf32_arch_problem(int ptx_version, int compute_capability) {
+  const auto cc = [](int v) { return std::to_string(v / 10) + "." + std::to_string(v % 10); };
+  if (compute_capability < 80)
+    return "conv2d: variant 5 (tf32) needs compute capability 8.0 or newer, this GPU has " + cc(compute_capability);
+  if (ptx_version < 80)
+    return "conv2d: variant 5 (tf32) was compiled for compute capability " + cc(ptx_version) +
+           " (its PTX, JIT-compiled for this " + cc(compute_capability) +
+           " GPU), where its tensor-core body compiles out; rebuild with PYGAN_CUDA_ARCH including 80 or "
+           "newer (the default is \"80;90\") to use it";
+  return "";
+}
 
 std::vector<std::string> conv2d_variants() {
   return {"direct, one thread per output", "implicit GEMM, 16x16 shared-memory tiles, one output per thread",

@@ -90,7 +90,7 @@ __global__ void forward_vec4(const float* weight, const std::int64_t* indices, f
 // bounds depend only on block-uniform values, so every thread reaches every __syncthreads().
 __global__ void backward_rows(const float* dy, const std::int64_t* indices, float* dweight, std::int64_t n,
                               std::int64_t num_classes, std::int64_t dim) {
-  __shared__ std::int64_t chunk[kBlock];
+  PYGAN_SHARED(std::int64_t, chunk, [kBlock]);
   const std::int64_t width = blockDim.x;
   for (std::int64_t c = blockIdx.x; c < num_classes; c += gridDim.x) {
     for (std::int64_t j0 = 0; j0 < dim; j0 += width) {

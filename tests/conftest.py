@@ -1,6 +1,9 @@
 """Shared pytest setup: skip `cuda`-marked tests without a GPU; a per-test seeded `rng`; the CUDA
-tests' `cp` (CuPy), `gpu` (the CuPy-backed kernel wrappers) and `C` (pygan._C) fixtures."""
+tests' `cp` (CuPy), `gpu` (the CuPy-backed kernel wrappers, outputs poisoned) and `C` (pygan._C)
+fixtures; the emulator's block-order seed, set before every test and shown when one fails."""
 
+import os
+import random
 import zlib
 
 import numpy as np
@@ -38,7 +41,7 @@ def cp():
 def gpu(cp):
     from pygan.ops import cuda
 
-    return cuda.backend()
+    return cuda.backend(poison=True)  # every output and workspace NaN before its kernel runs
 
 
 @pytest.fixture(scope="module")
@@ -46,3 +49,42 @@ def C():
     from pygan.backend import native
 
     return native()
+
+
+# -- the emulator's block order (csrc/emu/cuda_emu.h) ---------------------------------------------
+# pygan._emu runs a launch's blocks in an order drawn from a seed and the launch's number. Each test
+# starts from the same seed (PYGAN_EMU_SEED, or one drawn per session), with the launch count reset,
+# so a failing test replays alone: PYGAN_EMU_SEED=<seed> python -m pytest <test id>.
+def _emu_module():
+    try:
+        from pygan import _emu
+    except ImportError:
+        return None
+    return _emu
+
+
+_EMU_SEED = os.environ.get("PYGAN_EMU_SEED") or str(random.SystemRandom().randrange(10**9))
+
+
+def pytest_report_header(config):
+    if _emu_module() is not None:
+        return f"emulated block order: PYGAN_EMU_SEED={_EMU_SEED}"
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _emulation_seed():
+    emu = _emu_module()
+    if emu is not None:
+        emu._emulation_set_seed(int(_EMU_SEED, 0))
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and _emu_module() is not None:
+        report.sections.append(
+            ("emulated block order", f"PYGAN_EMU_SEED={_EMU_SEED} python -m pytest '{item.nodeid}' replays it")
+        )

@@ -53,7 +53,7 @@ def check_against_reference(monkeypatch, fn, arrays, rng, expect_ops):
     gy = rng.standard_normal(out_shape).astype(np.float32).astype(np.float64)
     ggxs = [rng.standard_normal(a.shape).astype(np.float32).astype(np.float64) for a in arrays]
     reference = second_order(fn, arrays, gy, ggxs, np.float64)
-    backend = Recording(emulated.backend())
+    backend = Recording(emulated.backend(poison=True))
     monkeypatch.setattr(ops, "backend_for", lambda array: backend)
     try:
         result = second_order(fn, arrays, gy, ggxs, np.float32)

@@ -151,6 +151,8 @@ def test_hypothesis(ops, variant, case, seed):
 def test_variant_2_backward_is_deterministic(ops, rng):
     idx, dy = rng.integers(0, 3, 700), f32(rng, (700, 33))
     first = ops.embedding_backward(dy, idx, 3, variant=2)
+    ref = R.embedding_backward(dy.astype(np.float64), idx, 3)
+    np.testing.assert_allclose(first, ref, rtol=1e-5, atol=1e-5)  # and right, not only repeatable
     for _ in range(2):
         np.testing.assert_array_equal(ops.embedding_backward(dy, idx, 3, variant=2), first)  # bitwise
     np.testing.assert_array_equal(ops.embedding_backward(dy, idx, 3), first)  # variant 2 is the default

@@ -137,7 +137,7 @@ def test_group_norm_through_shared_wrappers(rng):
     """NativeOps (pygan/ops/native.py, as on CUDA) with variant=, and float64 in -> float64 out."""
     from pygan.ops import emulated
 
-    be = emulated.backend()
+    be = emulated.backend(poison=True)
     x, gamma, beta = f32(rng, (2, 6, 4, 4)), f32(rng, (6,)), f32(rng, (6,))
     refs = R.group_norm_forward(to64(x), to64(gamma), to64(beta), 3, 1e-5)
     dy = f32(rng, x.shape)
@@ -248,23 +248,29 @@ def test_rmsprop_random_sizes(variant, sizes, hyper, seed):
 
 
 def test_rmsprop_every_element_written(rng):
-    """Poisoned state (NaN) in, so every element the kernel updates turns NaN, and a finite one
-    means it was skipped. (The update reads its own state, so NaN in must give NaN out.)"""
+    """Every element of every state array is updated: after one step each differs from what it held
+    before (finite random state, so a skipped element keeps its old value) and matches the
+    reference. Sizes around a float4 and beyond one 2048-element chunk."""
+    hyper = HYPERS[3]  # momentum and centered: all four state arrays are written
     for variant in RMS_VARIANTS:
-        sizes = [5, 2051, 8]
-        params = [poisoned(n) for n in sizes]
-        v = [poisoned(n) for n in sizes]
-        bufs = [poisoned(n) for n in sizes]
-        gas = [poisoned(n) for n in sizes]
-        emu.rmsprop_step(params, [f32(rng, (n,)) for n in sizes], v, bufs, gas, 0.1, 0.9, 1e-8, 0.0, 0.9, True, variant)
-        for group in (params, v, bufs, gas):
-            assert all(np.isnan(a).all() for a in group)
+        state = rms_state(rng, [5, 2051, 8], hyper)
+        before = [[a.copy() for a in group] for group in state]
+        ref = [[a.copy() for a in group] for group in state]
+        grads = [f32(rng, a.shape) for a in state[0]]
+        emu.rmsprop_step(state[0], grads, state[1], state[2], state[3], hyper["lr"], hyper["alpha"], hyper["eps"],
+                         hyper["weight_decay"], hyper["momentum"], hyper["centered"], variant)
+        R.rmsprop_step(ref[0], grads, ref[1], ref[2], ref[3], **hyper)
+        for name, got_group, old_group, want_group in zip(("param", "square_avg", "momentum_buffer", "grad_avg"),
+                                                          state, before, ref):
+            for i, (got, old, want) in enumerate(zip(got_group, old_group, want_group)):
+                assert (got != old).all(), f"rmsprop {name}[{i}] variant {variant}: elements not updated"
+                close(got, want.astype(np.float64), f"rmsprop {name}[{i}] variant {variant}", atol=1e-6, rtol=1e-5)
 
 
 def test_rmsprop_through_shared_wrappers(rng):
     from pygan.ops import emulated
 
-    be = emulated.backend()
+    be = emulated.backend(poison=True)
     hyper = HYPERS[3]
     state = rms_state(rng, [7, 12], hyper)
     ref = [[a.copy() for a in group] for group in state]

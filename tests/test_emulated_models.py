@@ -26,7 +26,7 @@ def on_emulation(monkeypatch):
 
     def run(fn):
         reference = fn()
-        monkeypatch.setattr(ops, "backend_for", lambda array: emulated.backend())
+        monkeypatch.setattr(ops, "backend_for", lambda array: emulated.backend(poison=True))
         try:
             return reference, fn()
         finally:

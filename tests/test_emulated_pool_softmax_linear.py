@@ -39,7 +39,7 @@ CONV_VARIANTS = [v for v, name in enumerate(emu.conv2d_variants(), 1) if "tf32" 
 
 @pytest.fixture(scope="module")
 def ops():
-    return emulated.backend()
+    return emulated.backend(poison=True)  # every output and workspace NaN before its kernel runs
 
 
 def f32(rng, shape, scale=1.0):
@@ -221,15 +221,18 @@ def test_softmax_ce_out_of_range_labels_direct_call(rng, variant):
     """The registry rejects them; a direct call must not read out of bounds: NaN rows instead."""
     x = f32(rng, (6, 4))
     labels = np.array([0, -1, 3, 4, 2**40, 1], np.int64)
-    ws = np.empty(max(emu.softmax_cross_entropy_workspace_size(6, variant), 1), np.float32)
-    loss = np.empty((), np.float32)
+    # NaN is the expected answer, so the outputs are poisoned with a finite sentinel instead, afresh
+    # before every call: a kernel that writes nothing leaves 7.0 and fails.
+    n_ws = max(emu.softmax_cross_entropy_workspace_size(6, variant), 1)
+    ws, loss = np.full(n_ws, np.nan, np.float32), np.full((), 7.0, np.float32)
     emu.softmax_cross_entropy_forward(x, labels, ws, loss, variant)
     assert np.isnan(loss)
     for bad_label in (-1, 4, 2**40, -(2**63)):  # each alone in an otherwise valid batch
         one = np.array([0, 1, bad_label, 2, 3, 1], np.int64)
+        ws, loss = np.full(n_ws, np.nan, np.float32), np.full((), 7.0, np.float32)
         emu.softmax_cross_entropy_forward(x, one, ws, loss, variant)
         assert np.isnan(loss), bad_label
-    g = np.empty_like(x)
+    g = np.full_like(x, 7.0)
     emu.softmax_cross_entropy_backward(x, labels, np.ones(1, np.float32), g, variant)
     bad = [1, 3, 4]
     assert np.isnan(g[bad]).all()

@@ -3,24 +3,61 @@
 // Included by csrc/common.cuh instead of <cuda_runtime.h> when PYGAN_EMULATION is defined and the
 // host compiler (g++ -std=c++20) compiles the .cu files. What it does:
 //   * __global__/__device__/__host__/__constant__/__launch_bounds__ vanish, __forceinline__ is
-//     `inline`, __shared__ is `static` (only one block is alive at a time, launches are serialised);
+//     `inline`; static shared memory is PYGAN_SHARED (common.cuh): a static variable, registered
+//     the first time a thread reaches its declaration (bare `__shared__` does not compile here);
 //   * dim3/uint3/float2/float4, threadIdx/blockIdx/blockDim/gridDim (thread_local), warpSize;
-//   * pygan_emu::launch (used by PYGAN_LAUNCH) runs the grid's blocks one after another, each
-//     block's threads as real std::threads (created once per launch); __syncthreads() is a
-//     std::barrier over the block; a thread that returns early drops out of every barrier;
+//   * pygan_emu::launch (used by PYGAN_LAUNCH) runs the grid's blocks one at a time, each block's
+//     threads as real std::threads (created once per launch);
+//   * the blocks run in a SHUFFLED order, a permutation drawn per launch from the emulation seed
+//     and the launch's number: a kernel that assumes block b runs after block b-1 (or reads what
+//     another block writes in the same launch) fails. The seed is PYGAN_EMU_SEED (read at the first
+//     launch; random when unset) or the last set_seed(); tests/conftest.py sets it before every
+//     test and prints it when a test fails, so `PYGAN_EMU_SEED=<seed> pytest <test>` replays it;
+//   * EVERY shared-memory byte, static (PYGAN_SHARED) and dynamic (PYGAN_DYNAMIC_SMEM), is poison
+//     (0xFF: NaN as a float, -1 as an integer) at the start of every block: a read before the
+//     block wrote it shows, as it would read garbage on a GPU;
+//   * __syncthreads() is a std::barrier over the block that also checks every thread waits at the
+//     SAME __syncthreads() (source line): threads of one block at different barriers (a barrier in
+//     divergent code) is a fault, not a count. A thread that returns leaves every barrier (the
+//     threads still running may go on synchronising among themselves, as on a GPU);
 //   * warp shuffles/votes exchange values through a per-warp buffer between two per-warp barriers;
 //     all live lanes of the warp must take part (a mask missing a live lane aborts with a message);
 //     reading a lane that does not exist or has returned gives poison (all bits set: NaN, -1);
-//   * dynamic shared memory (PYGAN_DYNAMIC_SMEM in common.cuh) is a per-launch buffer filled with
-//     poison (0xFF bytes) before every block; static __shared__ is NOT poisoned;
+//   * float2/float4 loads and stores (copying one out of or into memory, as `v = p4[i]` and
+//     `p4[i] = v` do) check that the address is aligned to the vector's size, 8 or 16 bytes, and
+//     fault if not, as the GPU does (cudaErrorMisalignedAddress);
+//   * a fault (misaligned vector access, divergent barrier, an exception out of the kernel) stops
+//     the thread, skips the blocks not yet started, and is reported by cudaGetLastError() with a
+//     detail naming the fault, the thread and the block: PYGAN_LAUNCH turns it into a
+//     RuntimeError naming the kernel and the op's argument shapes;
+//   * PYGAN_EMU_SKIP_LAUNCH=1 (read at every launch) makes every launch return at once without
+//     running the kernel: the deliberately broken build that tests/test_cannot_be_fooled.py runs
+//     the emulated tests against, to prove they fail when a kernel writes nothing;
 //   * atomics via std::atomic_ref; the math intrinsics our kernels use; a few runtime calls
 //     (errors, memset/memcpy, attributes); launch-configuration errors (zero or oversized grid or
 //     block, too much dynamic smem) are reported through cudaGetLastError() as on a GPU.
-// It catches indexing, tiling, boundary, launch-configuration and reduction bugs, and barriers
-// missing between shared-memory phases often show up as wrong answers. It does not model timing,
-// the memory model, coalescing, bank conflicts, register/occupancy limits, independent warp
-// scheduling, or tensor-core/PTX instructions (kernels using those need an #ifdef'd fallback).
-// Launches run synchronously; streams are opaque and ignored.
+// It catches indexing, tiling, boundary, launch-configuration and reduction bugs, reads of
+// shared memory before it is written, inter-block ordering assumptions, misaligned vector access
+// and divergent barriers; barriers missing between shared-memory phases often show up as wrong
+// answers. What it still CANNOT catch:
+//   * races: the threads of a block really run concurrently, but the host's memory model and
+//     timing differ from a GPU's, so a missing __syncthreads()/__syncwarp() or a missing fence
+//     passes whenever the host happens to order the accesses (use compute-sanitizer racecheck on
+//     a GPU);
+//   * inter-block concurrency: one block runs at a time, so two blocks racing on global memory,
+//     spin-waiting on each other or relying on an atomic handshake are never exercised together
+//     (shuffling only changes their order);
+//   * independent warp scheduling and implicit warp synchrony: lanes of a warp run as independent
+//     threads; code that assumes lock-step execution without __syncwarp() may pass;
+//   * a thread of a warp at a warp operation while another lane of it waits at __syncthreads()
+//     hangs rather than reporting (mixed barriers are undefined on a GPU too);
+//   * a vector access through a reference or pointer that is never copied as a whole (`p4[i].x`
+//     reads one float here, and nvcc may still emit a vector load), and vector types other than
+//     float2/float4 (none are used); out-of-bounds global accesses (host memory: use ASan, or
+//     compute-sanitizer memcheck on a GPU) unless they land outside mapped memory;
+//   * timing, coalescing, bank conflicts, register/occupancy limits, and tensor-core/PTX
+//     instructions (kernels using those need an #ifdef'd fallback; conv2d's TF32 variant has none
+//     and is refused under emulation). Streams are opaque and ignored: launches run synchronously.
 #pragma once
 #if defined(__CUDACC__)
 #error "cuda_emu.h is for the host compiler (PYGAN_EMULATION); nvcc uses the real CUDA headers"
@@ -37,6 +74,11 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <numeric>
+#include <random>
+#include <source_location>
+#include <stdexcept>
+#include <string>
 #include <mutex>
 #include <thread>
 #include <tuple>
@@ -49,7 +91,8 @@
 #define __constant__
 #define __noinline__
 #define __forceinline__ inline
-#define __shared__ static
+// Static shared memory is PYGAN_SHARED(type, name, dims) (common.cuh): a bare __shared__ is an error.
+#define __shared__ __shared__is_not_emulated_use_PYGAN_SHARED
 #define __launch_bounds__(...)
 #define __align__(n) alignas(n)
 
@@ -59,8 +102,38 @@ struct dim3 {
   unsigned x, y, z;
   constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
 };
-struct alignas(8) float2 { float x, y; };
-struct alignas(16) float4 { float x, y, z, w; };
+namespace pygan_emu {
+// A float2/float4 copied out of or into memory must be aligned to its size, as on the GPU (defined
+// with the launch machinery below: it records the fault and stops the thread).
+[[noreturn]] inline void misaligned_vector(const void* p, std::size_t size, const char* access);
+inline void check_vector(const void* p, std::size_t size, const char* access) {
+  if (reinterpret_cast<std::uintptr_t>(p) % size != 0) misaligned_vector(p, size, access);
+}
+}  // namespace pygan_emu
+struct alignas(8) float2 {
+  float x, y;
+  float2() = default;
+  constexpr float2(float x_, float y_) : x(x_), y(y_) {}
+  float2(const float2& o) : x(o.x), y(o.y) { pygan_emu::check_vector(&o, 8, "load"); }
+  float2& operator=(const float2& o) {
+    pygan_emu::check_vector(this, 8, "store");
+    pygan_emu::check_vector(&o, 8, "load");
+    x = o.x, y = o.y;
+    return *this;
+  }
+};
+struct alignas(16) float4 {
+  float x, y, z, w;
+  float4() = default;
+  constexpr float4(float x_, float y_, float z_, float w_) : x(x_), y(y_), z(z_), w(w_) {}
+  float4(const float4& o) : x(o.x), y(o.y), z(o.z), w(o.w) { pygan_emu::check_vector(&o, 16, "load"); }
+  float4& operator=(const float4& o) {
+    pygan_emu::check_vector(this, 16, "store");
+    pygan_emu::check_vector(&o, 16, "load");
+    x = o.x, y = o.y, z = o.z, w = o.w;
+    return *this;
+  }
+};
 inline float2 make_float2(float x, float y) { return {x, y}; }
 inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
 constexpr int warpSize = 32;
@@ -89,7 +162,7 @@ template <class A, class B> inline auto max(A a, B b) { return a < b ? b : a; }
 using cudaStream_t = struct CUstream_st*;
 enum cudaError_t {
   cudaSuccess = 0, cudaErrorInvalidValue = 1, cudaErrorInvalidConfiguration = 9,
-  cudaErrorNoDevice = 100, cudaErrorLaunchFailure = 719,
+  cudaErrorNoDevice = 100, cudaErrorMisalignedAddress = 716, cudaErrorLaunchFailure = 719,
 };
 enum cudaMemcpyKind { cudaMemcpyHostToHost, cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost,
                       cudaMemcpyDeviceToDevice, cudaMemcpyDefault };
@@ -109,6 +182,7 @@ inline const char* cudaGetErrorString(cudaError_t e) {
     case cudaErrorInvalidValue: return "invalid argument";
     case cudaErrorInvalidConfiguration: return "invalid configuration argument (emulated launch)";
     case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    case cudaErrorMisalignedAddress: return "misaligned address";
     default: return "unspecified launch failure";
   }
 }
@@ -152,6 +226,106 @@ inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst
 // ---- blocks, warps, launch -------------------------------------------------------------------
 namespace pygan_emu {
 constexpr std::uint64_t kPoison = ~std::uint64_t{0};
+
+// ---- faults: the first one of a launch is kept, reported by cudaGetLastError() ---------------
+struct Fault {};  // thrown to stop a faulting thread; caught by the launch
+struct FaultState {
+  std::mutex m;
+  std::atomic<bool> raised{false};
+  cudaError_t code = cudaSuccess;
+  std::string detail;  // what happened, where; taken by take_error_detail()
+};
+inline FaultState& faults() { static FaultState f; return f; }
+inline std::string where_am_i();  // "thread (x, y, z) of block (x, y, z)", defined below
+inline void record_fault(cudaError_t code, const std::string& what) {
+  FaultState& f = faults();
+  std::lock_guard<std::mutex> lock(f.m);
+  if (f.raised.load()) return;  // the first fault of the launch wins, as on a GPU
+  f.code = code;
+  f.detail = what;
+  f.raised.store(true);
+}
+// The detail of the last fault (cleared): PYGAN_LAUNCH appends it to the error message.
+inline std::string take_error_detail() {
+  FaultState& f = faults();
+  std::lock_guard<std::mutex> lock(f.m);
+  std::string d;
+  d.swap(f.detail);
+  return d;
+}
+[[noreturn]] inline void misaligned_vector(const void* p, std::size_t size, const char* access) {
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "misaligned float%d %s at address %p (not %zu-byte aligned)",
+                static_cast<int>(size / 4), access, p, size);
+  record_fault(cudaErrorMisalignedAddress, std::string(buf) + " by " + where_am_i());
+  throw Fault{};
+}
+
+// ---- the block-order seed, the launch counter, the no-op switch -----------------------------
+struct SeedState {
+  std::mutex m;
+  bool set = false;
+  std::uint64_t seed = 0, launch = 0;  // launch: launches since the seed was set
+};
+inline SeedState& seed_state() { static SeedState s; return s; }
+inline void set_seed(std::uint64_t seed) {
+  SeedState& s = seed_state();
+  std::lock_guard<std::mutex> lock(s.m);
+  s.seed = seed, s.launch = 0, s.set = true;
+}
+inline std::uint64_t get_seed_locked(SeedState& s) {
+  if (!s.set) {
+    const char* env = std::getenv("PYGAN_EMU_SEED");
+    if (env && *env) {
+      s.seed = std::strtoull(env, nullptr, 0);
+    } else {
+      std::random_device rd;
+      s.seed = (std::uint64_t{rd()} << 32 | rd()) % 1000000000ull;  // short enough to retype
+    }
+    s.set = true;
+  }
+  return s.seed;
+}
+inline std::uint64_t get_seed() {
+  SeedState& s = seed_state();
+  std::lock_guard<std::mutex> lock(s.m);
+  return get_seed_locked(s);
+}
+// The seed of the next launch's block order: (seed, number of the launch since the seed was set).
+inline std::uint64_t next_launch_seed() {
+  SeedState& s = seed_state();
+  std::lock_guard<std::mutex> lock(s.m);
+  const std::uint64_t seed = get_seed_locked(s);
+  return seed * 0x9E3779B97F4A7C15ull + ++s.launch;
+}
+inline std::atomic<std::uint64_t> launches{0};  // every launch (run or skipped), for tests
+inline bool skip_launches() {
+  const char* env = std::getenv("PYGAN_EMU_SKIP_LAUNCH");
+  return env && *env && std::strcmp(env, "0") != 0;
+}
+
+// ---- static shared memory (PYGAN_SHARED) ------------------------------------------------------
+struct SharedRegistry {
+  std::mutex m;
+  std::vector<std::pair<void*, std::size_t>> vars;
+};
+inline SharedRegistry& shared_registry() { static SharedRegistry r; return r; }
+// Called once per variable, when a thread first reaches its declaration (a function-local static
+// initialiser: the other threads wait for it): poisoned now, and at the start of every block.
+inline bool register_shared(void* p, std::size_t bytes) {
+  SharedRegistry& r = shared_registry();
+  std::lock_guard<std::mutex> lock(r.m);
+  std::memset(p, 0xFF, bytes);
+  r.vars.emplace_back(p, bytes);
+  return true;
+}
+inline void poison_shared() {
+  SharedRegistry& r = shared_registry();
+  std::lock_guard<std::mutex> lock(r.m);
+  for (auto& [p, bytes] : r.vars) std::memset(p, 0xFF, bytes);
+}
+
+// ---- blocks and warps -----------------------------------------------------------------------------
 struct Warp {
   explicit Warp(int lanes) : bar(lanes), live(lanes == 32 ? ~0u : (1u << lanes) - 1) {
     for (auto& s : slot) s = kPoison;
@@ -160,16 +334,65 @@ struct Warp {
   std::uint64_t slot[32];
   std::atomic<unsigned> live;
 };
+struct Block;
+// Runs when every thread still running has arrived at a __syncthreads(): they must all be at the
+// same one.
+struct BarrierCheck {
+  Block* block;
+  void operator()() noexcept;
+};
 struct Block {
-  explicit Block(int n) : bar(n) {
+  explicit Block(int n)
+      : bar(n, BarrierCheck{this}), site(n, nullptr), line(n, 0), exited(n) {
     for (int w = 0; w * 32 < n; ++w) warps.push_back(std::make_unique<Warp>(std::min(32, n - 32 * w)));
   }
-  std::barrier<> bar;
+  std::barrier<BarrierCheck> bar;
   std::vector<std::unique_ptr<Warp>> warps;
+  std::vector<const char*> site;           // per thread: the file of the __syncthreads() it waits at
+  std::vector<unsigned> line;              // and its line
+  std::vector<std::atomic<bool>> exited;   // per thread: returned (or faulted)
+  bool diverged = false;                   // a divergent barrier was reported for this block
 };
 inline Block* current_block = nullptr;           // one block alive at a time
 inline unsigned char* dynamic_smem = nullptr;    // PYGAN_DYNAMIC_SMEM points here
-inline thread_local int lane = 0, warp_id = 0;
+inline thread_local int lane = 0, warp_id = 0, linear_tid = 0;
+
+inline std::string where_am_i() {
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "thread (%u, %u, %u) of block (%u, %u, %u)", threadIdx.x, threadIdx.y,
+                threadIdx.z, blockIdx.x, blockIdx.y, blockIdx.z);
+  return buf;
+}
+
+inline const char* short_path(const char* file) {  // from csrc/ on, when the path has one
+  const char* c = std::strstr(file, "csrc/");
+  return c ? c : file;
+}
+
+inline void BarrierCheck::operator()() noexcept {
+  Block& b = *block;
+  const int n = static_cast<int>(b.site.size());
+  int first = -1;
+  for (int t = 0; t < n; ++t) {
+    if (b.exited[t].load()) continue;
+    if (first < 0) { first = t; continue; }
+    if (b.line[t] != b.line[first] || std::strcmp(b.site[t], b.site[first]) != 0) {
+      if (b.diverged) return;
+      b.diverged = true;
+      char buf[512];
+      std::snprintf(buf, sizeof buf,
+                    "divergent __syncthreads(): in block (%u, %u, %u), thread %d waits at %s:%u while thread %d "
+                    "waits at %s:%u (every thread of a block must reach the same barrier)",
+                    blockIdx.x, blockIdx.y, blockIdx.z, first, short_path(b.site[first]), b.line[first], t,
+                    short_path(b.site[t]), b.line[t]);
+      try {
+        record_fault(cudaErrorLaunchFailure, buf);
+      } catch (...) {
+      }
+      return;
+    }
+  }
+}
 
 inline Warp& my_warp() { return *current_block->warps[warp_id]; }
 inline void check_mask(unsigned mask, const char* what) {
@@ -208,8 +431,11 @@ inline unsigned ballot(unsigned mask, int pred, const char* what) {
 
 inline std::mutex& launch_mutex() { static std::mutex m; return m; }
 
+// `name` is the kernel as written at the launch site (PYGAN_LAUNCH passes it; for messages).
 template <class... KArgs, class... Args>
-void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, std::size_t smem, cudaStream_t, Args&&... args) {
+void launch(const char* name, void (*kernel)(KArgs...), dim3 grid, dim3 block, std::size_t smem, cudaStream_t,
+            Args&&... args) {
+  (void)name;
   std::tuple<std::decay_t<KArgs>...> params(std::forward<Args>(args)...);  // converted as for a call
   const unsigned long long nthreads = 1ull * block.x * block.y * block.z;
   auto lim = smem_limits().find(reinterpret_cast<const void*>(kernel));
@@ -220,6 +446,20 @@ void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, std::size_t smem, c
     return;
   }
   std::lock_guard<std::mutex> lock(launch_mutex());
+  launches.fetch_add(1);
+  if (skip_launches()) return;  // PYGAN_EMU_SKIP_LAUNCH: the no-op "kernel" the fooling test needs
+  {
+    FaultState& f = faults();
+    std::lock_guard<std::mutex> flock(f.m);
+    f.raised.store(false), f.code = cudaSuccess, f.detail.clear();
+  }
+  // The blocks in a shuffled order (see the header comment).
+  const std::uint64_t nblocks = 1ull * grid.x * grid.y * grid.z;
+  std::vector<std::uint64_t> order(nblocks);
+  std::iota(order.begin(), order.end(), std::uint64_t{0});
+  std::mt19937_64 gen(next_launch_seed());
+  for (std::uint64_t i = nblocks; i > 1; --i) std::swap(order[i - 1], order[gen() % i]);
+
   struct alignas(16) Chunk { unsigned char b[16]; };
   std::vector<Chunk> smem_buf((smem + 15) / 16);
   dynamic_smem = smem ? smem_buf[0].b : nullptr;
@@ -237,40 +477,57 @@ void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, std::size_t smem, c
       gridDim = grid;
       lane = t % 32;
       warp_id = t / 32;
+      linear_tid = t;
       for (;;) {
         gate.arrive_and_wait();
         if (done) return;
         blockIdx = bidx;
-        std::apply(kernel, params);
+        try {
+          std::apply(kernel, params);
+        } catch (const Fault&) {  // recorded already; this thread stops here
+        } catch (const std::exception& e) {
+          record_fault(cudaErrorLaunchFailure, std::string("exception in the kernel: ") + e.what() + " (" + where_am_i() + ")");
+        } catch (...) {
+          record_fault(cudaErrorLaunchFailure, "exception in the kernel (" + where_am_i() + ")");
+        }
         Warp& w = my_warp();  // this thread has returned: poison its lane, leave the barriers
         w.slot[lane] = kPoison;
         w.live.fetch_and(~(1u << lane));
+        current_block->exited[t].store(true);
         w.bar.arrive_and_drop();
         current_block->bar.arrive_and_drop();
         gate.arrive_and_wait();
       }
     });
   }
-  for (unsigned z = 0; z < grid.z; ++z)
-    for (unsigned y = 0; y < grid.y; ++y)
-      for (unsigned x = 0; x < grid.x; ++x) {
-        blk = std::make_unique<Block>(n);
-        current_block = blk.get();
-        if (smem) std::memset(smem_buf.data(), 0xFF, smem_buf.size() * sizeof(Chunk));
-        bidx = uint3{x, y, z};
-        gate.arrive_and_wait();  // run the block
-        gate.arrive_and_wait();  // every thread has returned
-      }
+  for (std::uint64_t b : order) {
+    if (faults().raised.load()) break;  // a fault ends the launch: the other blocks never start
+    blk = std::make_unique<Block>(n);
+    current_block = blk.get();
+    if (smem) std::memset(smem_buf.data(), 0xFF, smem_buf.size() * sizeof(Chunk));
+    poison_shared();
+    bidx = uint3{static_cast<unsigned>(b % grid.x), static_cast<unsigned>(b / grid.x % grid.y),
+                 static_cast<unsigned>(b / (1ull * grid.x * grid.y))};
+    gate.arrive_and_wait();  // run the block
+    gate.arrive_and_wait();  // every thread has returned
+  }
   done = true;
   gate.arrive_and_wait();
   for (auto& w : workers) w.join();
   current_block = nullptr;
   dynamic_smem = nullptr;
+  if (faults().raised.load()) last_error = faults().code;
 }
 }  // namespace pygan_emu
 
 // ---- block and warp intrinsics -----------------------------------------------------------------
-inline void __syncthreads() { pygan_emu::current_block->bar.arrive_and_wait(); }
+// The caller's source line identifies the barrier: every thread of the block must wait at the same one.
+inline void __syncthreads(std::source_location at = std::source_location::current()) {
+  pygan_emu::Block& b = *pygan_emu::current_block;
+  b.site[pygan_emu::linear_tid] = at.file_name();
+  b.line[pygan_emu::linear_tid] = at.line();
+  b.bar.arrive_and_wait();
+}
 inline void __syncwarp(unsigned mask = 0xffffffffu) {
   pygan_emu::check_mask(mask, "__syncwarp");
   pygan_emu::my_warp().bar.arrive_and_wait();

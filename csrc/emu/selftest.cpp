@@ -1,10 +1,15 @@
 // Self-test of the host emulation (cuda_emu.h + common.cuh), compiled into pygan._emu only and
 // run by tests/test_emulated_kernels.py through _emu._emulation_selftest(): each case launches a
-// tiny kernel through PYGAN_LAUNCH and compares with what CUDA specifies.
+// tiny kernel through PYGAN_LAUNCH and compares with what CUDA specifies. Also here: the emulation
+// module's test hooks (block-order seed, launch count, kernels that fault on purpose), bound in
+// bindings.cpp and used by tests/test_emulator_faults.py.
 #ifndef PYGAN_EMULATION
 #error "selftest.cpp is for the emulation module only"
 #endif
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -29,7 +34,7 @@ __global__ void block_sums(const float* x, float* out) {  // one sum per block
 }
 
 __global__ void early_exit(float* out) {  // threads >= 50 leave before the barriers
-  __shared__ float buf[64];
+  PYGAN_SHARED(float, buf, [64]);
   if (threadIdx.x >= 50) return;
   buf[threadIdx.x] = static_cast<float>(threadIdx.x);
   __syncthreads();
@@ -48,6 +53,44 @@ __global__ void smem_poison(float* out) {
   out[blockIdx.x * blockDim.x + threadIdx.x] = s[threadIdx.x];  // read before any write: poison (NaN)
   __syncthreads();
   s[threadIdx.x] = 1.0f;
+}
+
+__global__ void static_smem_poison(float* out) {  // every block reads its static shared memory first
+  PYGAN_SHARED(float, s, [32]);
+  PYGAN_SHARED(int, k, );
+  out[blockIdx.x * blockDim.x + threadIdx.x] = threadIdx.x == 0 ? (k == -1 ? 0.0f : 1.0f) : s[threadIdx.x];
+  __syncthreads();
+  s[threadIdx.x] = 1.0f;
+  if (threadIdx.x == 0) k = 7;
+}
+
+__global__ void block_order(int* ticket, int* out) {  // the order the blocks ran in
+  if (threadIdx.x == 0) out[blockIdx.x] = atomicAdd(ticket, 1);
+}
+
+__global__ void misaligned_load(const float* p, float* out) {  // p + 1: not 16-byte aligned
+  const float4 v = reinterpret_cast<const float4*>(p + 1)[threadIdx.x];
+  out[threadIdx.x] = v.x;
+}
+
+__global__ void misaligned_store(float* out) {  // a float2 store at a 4-byte offset
+  reinterpret_cast<float2*>(out + 1)[threadIdx.x] = make_float2(1.0f, 2.0f);
+}
+
+__global__ void aligned_vectors(const float* p, float* out) {  // the aligned case still works
+  const float4 v = reinterpret_cast<const float4*>(p)[threadIdx.x];
+  reinterpret_cast<float2*>(out)[2 * threadIdx.x] = make_float2(v.x, v.y);
+  reinterpret_cast<float2*>(out)[2 * threadIdx.x + 1] = make_float2(v.z, v.w);
+}
+
+__global__ void divergent_barrier(float* out) {  // the two halves wait at different barriers
+  if (threadIdx.x < 16) {
+    out[threadIdx.x] = 1.0f;
+    __syncthreads();
+  } else {
+    out[threadIdx.x] = 2.0f;
+    __syncthreads();
+  }
 }
 
 __global__ void atomics(float* sum, int* mx) {
@@ -121,6 +164,55 @@ std::vector<std::pair<std::string, bool>> pygan_emulation_selftest() {
     r.push_back({"dynamic shared memory poisoned per block", ok});
   }
   {
+    std::vector<float> o(3 * 32);
+    PYGAN_LAUNCH(static_smem_poison, 3, 32, 0, s, o.data());
+    bool ok = true;  // every block, not only the first: poisoned at each block start
+    for (int i = 0; i < 3 * 32; ++i) ok &= i % 32 == 0 ? o[i] == 0.0f : std::isnan(o[i]);
+    r.push_back({"static shared memory poisoned per block", ok});
+  }
+  {
+    const int blocks = 64;
+    std::vector<int> first(blocks), again(blocks);
+    int ticket = 0;
+    const std::uint64_t seed = pygan_emu::get_seed();
+    pygan_emu::set_seed(12345);
+    PYGAN_LAUNCH(block_order, blocks, 32, 0, s, &ticket, first.data());
+    ticket = 0;
+    pygan_emu::set_seed(12345);
+    PYGAN_LAUNCH(block_order, blocks, 32, 0, s, &ticket, again.data());
+    pygan_emu::set_seed(seed);
+    std::vector<int> sorted(first);
+    std::sort(sorted.begin(), sorted.end());
+    bool perm = true, identity = true;
+    for (int b = 0; b < blocks; ++b) perm &= sorted[b] == b, identity &= first[b] == b;
+    r.push_back({"blocks run in a shuffled order", perm && !identity});
+    r.push_back({"the same seed gives the same order", first == again});
+  }
+  {
+    const auto fault = [&](auto launch, const char* expect) {
+      try {
+        launch();
+      } catch (const std::runtime_error& e) {
+        return std::string(e.what()).find(expect) != std::string::npos;
+      }
+      return false;
+    };
+    alignas(16) float in[64 + 4] = {};
+    float out[64 + 4] = {};
+    r.push_back({"misaligned float4 load faults", fault([&] { PYGAN_LAUNCH(misaligned_load, 1, 8, 0, s, in, out); },
+                                                        "misaligned float4 load")});
+    r.push_back({"misaligned float2 store faults",
+                 fault([&] { PYGAN_LAUNCH(misaligned_store, 1, 8, 0, s, reinterpret_cast<float*>(in)); },
+                       "misaligned float2 store")});
+    for (int i = 0; i < 32; ++i) in[i] = static_cast<float>(i);
+    PYGAN_LAUNCH(aligned_vectors, 1, 8, 0, s, in, out);
+    bool ok = true;
+    for (int i = 0; i < 32; ++i) ok &= out[i] == static_cast<float>(i);
+    r.push_back({"aligned float4 loads and float2 stores", ok});
+    r.push_back({"divergent __syncthreads faults",
+                 fault([&] { PYGAN_LAUNCH(divergent_barrier, 1, 32, 0, s, out); }, "divergent __syncthreads()")});
+  }
+  {
     float sum = 0;
     int mx = -1;
     PYGAN_LAUNCH(atomics, 4, 64, 0, s, &sum, &mx);
@@ -147,4 +239,22 @@ std::vector<std::pair<std::string, bool>> pygan_emulation_selftest() {
     r.push_back({"64 KB dynamic smem is a launch error", launch_fails(dim3(1), dim3(32), 64 * 1024)});
   }
   return r;
+}
+
+// ---- test hooks of the emulation module (bound in bindings.cpp as _emulation_*) -----------------
+std::uint64_t pygan_emulation_seed() { return pygan_emu::get_seed(); }
+void pygan_emulation_set_seed(std::uint64_t seed) { pygan_emu::set_seed(seed); }
+std::uint64_t pygan_emulation_launches() { return pygan_emu::launches.load(); }
+
+// Launch a kernel that faults on purpose, into `out` (at least 64 floats, 16-byte aligned), so a
+// test sees the error as Python does: "misaligned" (a float4 load at a 4-byte offset),
+// "divergent" (__syncthreads() in divergent code); anything else throws std::invalid_argument.
+void pygan_emulation_faulty_kernel(const std::string& kind, float* out) {
+  cudaStream_t s = nullptr;
+  if (kind == "misaligned")
+    PYGAN_LAUNCH(misaligned_load, 1, 8, 0, s, out, out + 32);
+  else if (kind == "divergent")
+    PYGAN_LAUNCH(divergent_barrier, 1, 32, 0, s, out);
+  else
+    throw std::invalid_argument("_emulation_faulty_kernel: kind must be 'misaligned' or 'divergent'");
 }

@@ -13,18 +13,18 @@ are at the end of this file.
 
 from .native import make_backend
 
-_backend = None
+_backends = {}
 
 
-def backend():
-    """The CuPy-backed NativeOps (built on first use; RuntimeError when CUDA cannot be used)."""
-    global _backend
-    if _backend is None:
+def backend(poison=False):
+    """The CuPy-backed NativeOps (built on first use; RuntimeError when CUDA cannot be used).
+    poison=True: every output and workspace NaN-filled before its kernel runs (what tests use)."""
+    if poison not in _backends:
         from ..backend import native, require_cupy
 
         cupy = require_cupy()
-        _backend = make_backend(native(), cupy, lambda: cupy.cuda.get_current_stream().ptr)
-    return _backend
+        _backends[poison] = make_backend(native(), cupy, lambda: cupy.cuda.get_current_stream().ptr, poison=poison)
+    return _backends[poison]
 
 
 def leaky_relu_forward(x, negative_slope):

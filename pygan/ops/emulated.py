@@ -23,8 +23,9 @@ def available():
 
 
 @functools.lru_cache(maxsize=None)
-def backend():
-    """NativeOps over pygan._emu and numpy (ImportError when the module was not built)."""
+def backend(poison=False):
+    """NativeOps over pygan._emu and numpy (ImportError when the module was not built).
+    poison=True: every output and workspace NaN-filled before its kernel runs (what tests use)."""
     try:
         from .. import _emu
     except ImportError as exc:
@@ -32,4 +33,4 @@ def backend():
             "pygan._emu (host emulation of the CUDA kernels) is not built; "
             "rebuild with `pip install -e .` without PYGAN_NO_EMULATION=1"
         ) from exc
-    return make_backend(_emu, np, lambda: 0)
+    return make_backend(_emu, np, lambda: 0, poison=poison)

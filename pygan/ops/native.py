@@ -3,7 +3,7 @@
 `make_backend(native, xp, stream_fn)` returns an object whose methods are the ops of
 `pygan.ops.OPS` that have kernels, with the reference's signatures plus a keyword-only `variant`
 (0: the kernel family's default; 1..n: `native.variants()[family][k-1]`). Each method makes its
-inputs contiguous, allocates outputs with `xp.empty`, and calls the native launcher on stream
+inputs contiguous, allocates outputs with `xp.empty` (NaN-filled with `poison=True`, for tests), and calls the native launcher on stream
 `stream_fn()`; the native module validates every argument (ValueError naming it) before any
 kernel runs.
 
@@ -26,19 +26,34 @@ def _pair(v):
     return int(v), int(v)
 
 
-def make_backend(native, xp, stream_fn):
-    return NativeOps(native, xp, stream_fn)
+def make_backend(native, xp, stream_fn, poison=False):
+    return NativeOps(native, xp, stream_fn, poison)
+
+
+def poison_value(poison):
+    """None (poison=False: outputs from `xp.empty`), NaN (poison=True) or the float given."""
+    if poison is False or poison is None:
+        return None
+    return float("nan") if poison is True else float(poison)
 
 
 class NativeOps:
-    def __init__(self, native, xp, stream_fn):
+    """poison=True (tests): every output and workspace is a fresh array filled with NaN before the
+    kernel runs, instead of `xp.empty` (whose memory pool may hand back a block that already holds
+    the right answer), so an element a kernel fails to write shows as NaN; poison=<float> fills
+    with that value instead (for checks whose right answer is NaN)."""
+
+    def __init__(self, native, xp, stream_fn, poison=False):
         self.native, self.xp, self.stream = native, xp, stream_fn
+        self.poison = poison_value(poison)
 
     def variants(self):
         """{family: [variant names]}; variant k is names[k-1]."""
         return self.native.variants()
 
     def _out(self, shape):
+        if self.poison is not None:
+            return self.xp.full(tuple(shape), self.poison, dtype=np.float32)
         return self.xp.empty(tuple(shape), dtype=np.float32)
 
     def _in(self, a):
@@ -211,7 +226,8 @@ class NativeOps:
 def _issue5_native(self, family, variant):
     from .native_conv_bn import Native
 
-    return Native(self.native, self.xp, self.stream, variants={family: variant} if variant else None)
+    return Native(self.native, self.xp, self.stream, variants={family: variant} if variant else None,
+                  poison=self.poison)
 
 
 def _conv2d_forward(self, x, w, b, stride, padding, *, variant=0):

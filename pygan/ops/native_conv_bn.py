@@ -38,10 +38,17 @@ class Native:
     """The issue-5 ops on one native module. lib: pygan._C or pygan._emu; xp: cupy or numpy;
     stream: a function returning the current stream handle (an int; 0 for the emulation)."""
 
-    def __init__(self, lib, xp, stream=None, variants=None):
+    def __init__(self, lib, xp, stream=None, variants=None, poison=False):
         self.lib, self.xp = lib, xp
         self._stream = stream or (lambda: 0)
         self._variants = variants
+        # tests: outputs and workspaces filled with NaN (True) or a given float before the kernel
+        self.poison = None if poison is None or poison is False else float("nan") if poison is True else float(poison)
+
+    def _empty(self, shape):
+        if self.poison is not None:
+            return self.xp.full(tuple(shape), self.poison, self.xp.float32)
+        return self.xp.empty(tuple(shape), self.xp.float32)
 
     # -- helpers -------------------------------------------------------------------------------
     def variant(self, family):
@@ -58,25 +65,25 @@ class Native:
         return out if out is None or out.dtype == like.dtype else out.astype(like.dtype)
 
     def _fwd(self, x, w, b, y_shape, stride, padding):
-        y = self.xp.empty(y_shape, self.xp.float32)
+        y = self._empty(y_shape)
         self.lib.conv2d_forward(x, w, b, y, stride, padding, self.variant("conv2d"), self._stream())
         return y
 
     def _bwd_data(self, dy, w, x_shape, stride, padding):
-        dx = self.xp.empty(tuple(x_shape), self.xp.float32)
+        dx = self._empty(tuple(x_shape))
         self.lib.conv2d_backward_data(dy, w, dx, stride, padding, self.variant("conv2d"), self._stream())
         return dx
 
     def _bwd_weight(self, x, dy, w_shape, stride, padding):
         v = self.variant("conv2d")
         n_ws = self.lib.conv2d_backward_weight_workspace_size(tuple(x.shape), tuple(w_shape), stride, padding, v)
-        ws = self.xp.empty((n_ws,), self.xp.float32) if n_ws > 0 else None
-        dw = self.xp.empty(tuple(w_shape), self.xp.float32)
+        ws = self._empty((n_ws,)) if n_ws > 0 else None
+        dw = self._empty(tuple(w_shape))
         self.lib.conv2d_backward_weight(x, dy, dw, ws, stride, padding, v, self._stream())
         return dw
 
     def _bias_grad(self, dy):
-        db = self.xp.empty((dy.shape[1],), self.xp.float32)
+        db = self._empty((dy.shape[1],))
         self.lib.conv2d_bias_backward(dy, db, self._stream())
         return db
 
@@ -151,9 +158,9 @@ class Native:
     def _bn_forward(self, x, gamma, beta, running_mean, running_var, training, momentum, eps, act, slope):
         xf = self._f32(x)
         c = x.shape[1]
-        y = self.xp.empty(xf.shape, self.xp.float32)
-        mean = self.xp.empty((c,), self.xp.float32)
-        rstd = self.xp.empty((c,), self.xp.float32)
+        y = self._empty(xf.shape)
+        mean = self._empty((c,))
+        rstd = self._empty((c,))
         # running stats are updated in place: pass them directly when they are float32 and
         # contiguous, else through a float32 copy that is written back.
         runs = []
@@ -173,9 +180,9 @@ class Native:
     def _bn_backward(self, x, gamma, beta, dy, mean, rstd, training, act, slope):
         xf = self._f32(x)
         c = x.shape[1]
-        dx = self.xp.empty(xf.shape, self.xp.float32)
-        dgamma = self.xp.empty((c,), self.xp.float32) if gamma is not None else None
-        dbeta = self.xp.empty((c,), self.xp.float32) if gamma is not None else None
+        dx = self._empty(xf.shape)
+        dgamma = self._empty((c,)) if gamma is not None else None
+        dbeta = self._empty((c,)) if gamma is not None else None
         self.lib.batch_norm_backward(xf, self._f32(gamma), self._f32(beta), self._f32(dy), self._f32(mean),
                                      self._f32(rstd), dx, dgamma, dbeta, bool(training), act, float(slope),
                                      self.variant("batch_norm"), self._stream())
