@@ -24,7 +24,7 @@ IMPORT_CHECK = import pygan._C$(if $(filter 1 on ON On true True TRUE yes Yes YE
 .PHONY: setup setup-check setup-data setup-cupy setup-mpi test demo clean
 
 setup: setup-data
-	@if $(MAKE) -s --no-print-directory setup-check; then \
+	@if $(MAKE) -s --no-print-directory setup-check 2>/dev/null; then \
 	  echo "pygan is set up: nothing the build reads changed since the last set-up (make clean forces a rebuild)"; \
 	else \
 	  mkdir -p build && rm -f $(STAMP) build/.pip-status && \

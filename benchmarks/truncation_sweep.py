@@ -53,7 +53,7 @@ def plot(points, path, title):
                     xytext=(6, 4))
     ax.set_xlabel("recall (variety)")
     ax.set_ylabel("precision (fidelity)")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=8, wrap=True)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -92,7 +92,7 @@ def main(argv=None):
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
     which = "G" if args.no_ema else "EMA generator"
-    plot(points, args.plot, f"truncation trick: {args.dataset}, {which}, {args.n} samples per PSI")
+    plot(points, args.plot, f"truncation trick on {args.dataset}\n{which}, {args.n} samples per PSI")
     print(f"wrote {args.out} and {args.plot}")
 
 
