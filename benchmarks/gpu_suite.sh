@@ -175,14 +175,14 @@ end_to_end() {
   [ -n "${SUITE_DATAROOT:-}" ] && root=(--dataroot "$SUITE_DATAROOT")
   if "$PY" -c "import sys; from pygan import data; data.load_dataset('fashion-mnist', sys.argv[1] if len(sys.argv) > 1 else None, train=False)" ${root[@]+"${root[1]}"}; then
     "$PY" -m pygan train --dataset fashion-mnist ${root[@]+"${root[@]}"} --niter 1 --max-steps 200 --device cuda \
-      --manualSeed 1 --eval-every 100 --eval-n 2000 --no-progress --outf "$run" &&
+      --manualSeed 1 --eval-every 100 --eval-n 2000 --no-progress --overwrite --outf "$run" &&
       cat "$run/eval.csv" &&
       "$PY" -m pygan eval --checkpoint "$run/checkpoint.safetensors" ${root[@]+"${root[@]}"} --device cuda \
         --out "$run/eval.json"
   else
     echo "Fashion-MNIST not found (set SUITE_DATAROOT): training on procedural images, no evaluation"
     "$PY" -m pygan train --dataset fake --nc 1 --fake-size 12800 --niter 1 --max-steps 200 --device cuda \
-      --manualSeed 1 --no-progress --outf "$run"
+      --manualSeed 1 --no-progress --overwrite --outf "$run"
   fi
 }
 
@@ -194,8 +194,8 @@ nccl_smoke() {
   local args=(--dataset fake --nc 1 --fake-size 256 --batchSize 32 --ngf 16 --ndf 16 --max-steps 6 --device cuda
               --manualSeed 3 --no-progress)
   "$PY" -c "from cupy.cuda import nccl; print('NCCL available:', getattr(nccl, 'available', '?'), nccl.get_version())" &&
-  "$PY" -m pygan train "${args[@]}" --outf "$OUT/nccl_plain" &&
-  "$PY" -m pygan train "${args[@]}" --distributed --sync-bn --outf "$OUT/nccl_one_rank" &&
+  "$PY" -m pygan train "${args[@]}" --overwrite --outf "$OUT/nccl_plain" &&
+  "$PY" -m pygan train "${args[@]}" --distributed --sync-bn --overwrite --outf "$OUT/nccl_one_rank" &&
   "$PY" - "$OUT/nccl_plain/checkpoint.safetensors" "$OUT/nccl_one_rank/checkpoint.safetensors" <<'PY'
 import sys
 import numpy as np
