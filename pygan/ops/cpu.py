@@ -192,13 +192,7 @@ def _col2im(dcols, x_shape, kh, kw, oh, ow, stride, padding):
 def _forward_from_cols(cols, w, b, n, oh, ow):
     o = w.shape[0]
     ym = _gemm(cols, _weight_matrix(w), trans_b=True, out=_workspace("ym", (cols.shape[0], o), cols.dtype))
-    y = _empty((n, o, oh, ow), cols.dtype)
-    ynchw = ym.reshape(n, oh, ow, o).transpose(0, 3, 1, 2)
-    if b is None:
-        y[...] = ynchw
-    else:
-        np.add(ynchw, b.reshape(o, 1, 1), out=y)
-    return y
+    return _ref._nchw_from_matrix(ym, b, n, oh, ow, _empty)
 
 
 def _backward_data_from_matrix(dym, w, x_shape, oh, ow, stride, padding):

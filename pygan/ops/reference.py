@@ -169,9 +169,14 @@ def _col2im(dcols, x_shape, kh, kw, oh, ow, stride, padding):
 
 def _forward_from_cols(cols, w, b, n, oh, ow):
     """y (N, O, OH, OW) = cols @ wk.T (+ b)."""
-    o = w.shape[0]
-    ym = cols @ _weight_matrix(w).T
-    y = np.empty((n, o, oh, ow), cols.dtype)
+    return _nchw_from_matrix(cols @ _weight_matrix(w).T, b, n, oh, ow, np.empty)
+
+
+def _nchw_from_matrix(ym, b, n, oh, ow, empty):
+    """y (N, O, OH, OW), from the NHWC matrix ym (N*OH*OW, O), plus the bias b when given, into
+    an array from empty(shape, dtype)."""
+    o = ym.shape[1]
+    y = empty((n, o, oh, ow), ym.dtype)
     ynchw = ym.reshape(n, oh, ow, o).transpose(0, 3, 1, 2)
     if b is None:
         y[...] = ynchw
