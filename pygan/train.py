@@ -454,32 +454,34 @@ class Trainer:
         self._stop_agreed = self._stop_agreed or bool(total[k + 1] > 0)
         return [float(v) / self.world for v in total[:k]], bool(total[k] == 0)
 
-    @staticmethod
-    def _mean_sigmoid(logits):
-        xp_data = logits.data
-        return float((1.0 / (1.0 + np.exp(-np.clip(to_device(xp_data, "cpu").astype(np.float64), -500, 500)))).mean())
-
     def _d_summary(self, out):
-        """What the log's D_x / D_G_z columns hold: the mean probability D gives for the BCE
-        losses, the mean raw output (score) for the others, whose D is no classifier."""
+        """What the log's D_x / D_G_z columns hold, as a one-element device array (read back with
+        the loss): the mean probability D gives for the BCE losses, the mean raw output (score)
+        for the others, whose D is no classifier. float64, as the host computed it before."""
+        xp = array_module(out.data)
+        x = out.data.astype(xp.float64)
         if self.config.loss in ("non-saturating", "minimax"):
-            return self._mean_sigmoid(out)
-        return float(to_device(out.data, "cpu").astype(np.float64).mean())
+            x = 1.0 / (1.0 + xp.exp(-xp.clip(x, -500, 500)))
+        return x.mean().reshape(1)
 
-    def _item_and_stats_finite(self, loss):
-        """loss.item(), and whether every BatchNorm running statistic is finite, in one host transfer.
+    def _item_and_stats_finite(self, loss, *outputs):
+        """loss.item(), whether every BatchNorm running statistic is finite, and _d_summary of each
+        of D's `outputs`, in one host transfer (one synchronisation on the GPU per loss).
 
         x * 0 is 0 for a finite x and NaN for an infinite or NaN one, so one sum over all running
         statistics (concatenated) is 0 exactly when they are all finite; it travels to the host with
         the loss, so the check costs no extra synchronisation."""
         xp = array_module(loss.data)
-        parts = [loss.data.reshape(1).astype(xp.float32)]
+        parts = [loss.data.reshape(1).astype(xp.float32).astype(xp.float64)]
+        parts += [self._d_summary(out) for out in outputs]
         if self._running_stats:
             stats = xp.concatenate([t.data.reshape(-1) for _, t in self._running_stats])
             with np.errstate(invalid="ignore"):  # inf * 0 is the point (numpy warns; CuPy does not)
-                parts.append((stats * 0).sum().reshape(1).astype(xp.float32))
+                parts.append((stats * 0).sum().reshape(1).astype(xp.float64))
         host = to_device(xp.concatenate(parts), "cpu")
-        return float(host[0]), bool(len(host) == 1 or host[1] == 0)
+        k = 1 + len(outputs)
+        summaries = [float(v) for v in host[1:k]]
+        return float(host[0]), bool(len(host) == k or host[k] == 0), summaries
 
     def train_step(self, real_images):
         """One D step, and a G step when due. Returns the row for the log."""
@@ -516,9 +518,9 @@ class Trainer:
         self.optD.step()
         if c.loss == "wgan":
             self._clip_critic()
-        loss_d, stats_ok = self._item_and_stats_finite(err_d)
+        loss_d, stats_ok, (d_x, d_g_z1) = self._item_and_stats_finite(err_d, out_real, out_fake)
         row = {"step": self.step + 1, "epoch": self.epoch + 1, "loss_D": loss_d,
-               "D_x": self._d_summary(out_real), "D_G_z1": self._d_summary(out_fake), "loss_G": "", "D_G_z2": ""}
+               "D_x": d_x, "D_G_z1": d_g_z1, "loss_G": "", "D_G_z2": ""}
         if self.comm is not None:
             (loss_d, row["D_x"], row["D_G_z1"]), stats_ok = self._mean_over_ranks(
                 (loss_d, row["D_x"], row["D_G_z1"]), stats_ok)
@@ -538,8 +540,7 @@ class Trainer:
             self.g_steps += 1
             if self.ema is not None:
                 self.ema.update(self.step + 1)
-            row["loss_G"], stats_ok = self._item_and_stats_finite(err_g)
-            row["D_G_z2"] = self._d_summary(out)
+            row["loss_G"], stats_ok, (row["D_G_z2"],) = self._item_and_stats_finite(err_g, out)
             if self.comm is not None:
                 (row["loss_G"], row["D_G_z2"]), stats_ok = self._mean_over_ranks((row["loss_G"], row["D_G_z2"]), stats_ok)
             self._check_finite("loss_G", row["loss_G"], stats_ok)
