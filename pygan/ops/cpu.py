@@ -305,11 +305,7 @@ def _bn_forward(x, gamma, beta, running_mean, running_var, training, momentum, e
         mean, var = _empty((c,), dtype), _empty((c,), dtype)
         K.bn_stats(x3, mean, var)
         rstd = (1 / np.sqrt(var + dtype.type(eps))).astype(dtype)
-        momentum = float(momentum)
-        if running_mean is not None:
-            running_mean[...] = (1.0 - momentum) * running_mean + momentum * mean
-        if running_var is not None:
-            running_var[...] = (1.0 - momentum) * running_var + momentum * (var * (n / (n - 1)))
+        _ref._update_running_stats(running_mean, running_var, mean, var, n, momentum)
     else:
         mean = np.array(running_mean, dtype=dtype)
         rstd = (1 / np.sqrt(np.asarray(running_var, dtype=dtype) + dtype.type(eps))).astype(dtype)

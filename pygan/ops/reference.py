@@ -294,6 +294,15 @@ def _channel_sum(a3):
     return a3.sum(axis=0).sum(axis=1)
 
 
+def _update_running_stats(running_mean, running_var, mean, var, n, momentum):
+    """PyTorch's running statistics, in place: the unbiased variance (n / (n - 1)) is averaged in."""
+    momentum = float(momentum)
+    if running_mean is not None:
+        running_mean[...] = (1.0 - momentum) * running_mean + momentum * mean
+    if running_var is not None:
+        running_var[...] = (1.0 - momentum) * running_var + momentum * (var * (n / (n - 1)))
+
+
 def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps):
     """y = (x - mean) * rstd * gamma + beta per channel (axis 1); returns (y, mean, rstd).
 
@@ -311,11 +320,7 @@ def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, mome
         centred = x3 - mean.reshape(c, 1)
         var = np.einsum("ncm,ncm->c", centred, centred) / dtype.type(n)
         rstd = 1 / np.sqrt(var + dtype.type(eps))
-        momentum = float(momentum)
-        if running_mean is not None:
-            running_mean[...] = (1.0 - momentum) * running_mean + momentum * mean
-        if running_var is not None:
-            running_var[...] = (1.0 - momentum) * running_var + momentum * (var * (n / (n - 1)))
+        _update_running_stats(running_mean, running_var, mean, var, n, momentum)
     else:
         mean = np.array(running_mean, dtype=dtype)
         rstd = 1 / np.sqrt(np.asarray(running_var, dtype=dtype) + dtype.type(eps))
