@@ -186,3 +186,62 @@ def test_conv_skips_the_input_gradient_nobody_reads_and_weights_match():
     assert gx0 is None and gx1 is not None
     np.testing.assert_array_equal(w0, w1)
     np.testing.assert_allclose(b0, b1, rtol=1e-6)
+
+
+class _CountingBackend:
+    """A backend module's stand-in that records the name of every op called on it."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, []
+
+    def __getattr__(self, name):
+        self.calls.append(name)
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("which", ["cpu", "emulated"])
+@pytest.mark.parametrize(
+    "cin, cout, k, stride, padding, output_padding, hw, bias",
+    [
+        (5, 4, 4, 1, 0, 0, 1, False),  # G's first layer: noise (N, nz, 1, 1) -> 4x4
+        (3, 2, 4, 2, 1, 0, 4, True),  # G's upsampling layers
+        (2, 3, 3, 2, 1, 1, 3, True),  # output_padding: rows the forward conv never reads
+    ],
+)
+def test_conv_transpose_skips_the_input_gradient_nobody_reads(monkeypatch, rng, which, cin, cout, k, stride,
+                                                              padding, output_padding, hw, bias):
+    """ConvTranspose2d on an input that needs no gradient (G's noise) runs only the weight-gradient
+    op in backward, never conv_transpose2d_backward nor its input-gradient conv; the weight and bias
+    gradients are those of the full backward (computed with the input requiring grad)."""
+    from pygan import ops
+
+    if which == "emulated":
+        from pygan.ops import emulated
+
+        if not emulated.available():
+            pytest.skip("pygan._emu (host emulation) not built")
+        inner = emulated.backend(poison=True)
+    else:
+        inner = ops.cpu_backend()
+    layer = nn.ConvTranspose2d(cin, cout, k, stride, padding, output_padding, bias=bias)
+    x_data = rng.standard_normal((2, cin, hw, hw)).astype(np.float32)
+    results = []
+    for needs in (False, True):
+        backend = _CountingBackend(inner)
+        monkeypatch.setattr(ops, "backend_for", lambda array: backend)
+        layer.zero_grad()
+        x = pygan.tensor(x_data, requires_grad=needs)
+        y = layer(x)
+        forward_calls = list(backend.calls)
+        (y * y).sum().backward()
+        monkeypatch.undo()
+        grads = [layer.weight.grad.numpy().copy()] + ([layer.bias.grad.numpy().copy()] if bias else [])
+        results.append((backend.calls[len(forward_calls):], grads, x.grad))
+    (calls0, grads0, gx0), (calls1, grads1, gx1) = results
+    assert gx0 is None and gx1 is not None and gx1.shape == x_data.shape
+    assert "conv_transpose2d_backward" in calls1
+    assert "conv_transpose2d_backward" not in calls0 and "conv2d_forward" not in calls0, calls0
+    assert "conv2d_backward_weight" in calls0, calls0
+    for g0, g1 in zip(grads0, grads1):
+        assert np.isfinite(g0).all()
+        np.testing.assert_allclose(g0, g1, rtol=1e-5, atol=1e-5 * max(np.abs(g1).max(), 1.0))

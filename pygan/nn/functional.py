@@ -100,6 +100,11 @@ class ConvTranspose2dFunction(Function):
 
     def backward(self, dy):
         x, w = self.saved
+        if self.needs_input_grad and not self.needs_input_grad[0]:  # e.g. G's first layer on noise
+            # conv-transpose's weight gradient is conv2d's with the roles of x and y swapped; the
+            # input gradient (a full strided conv2d of dy) is never computed
+            dw = ops.conv2d_backward_weight(dy, x, w.shape, self.stride, self.padding)
+            return None, dw, dy.sum(axis=(0, 2, 3)) if self.has_bias else None
         return ops.conv_transpose2d_backward(x, w, dy, self.stride, self.padding, self.output_padding, self.has_bias)
 
     def backward_graph(self, dy):
