@@ -9,8 +9,10 @@
 // logsumexp(x[r,:]) - x[r,label], with the max shift (log(sum exp(x - max)) + max), so any finite
 // logits are stable (1e3, 1e4: no overflow); dlogits = (softmax(x[r,:]) - onehot(label)) * dloss / rows.
 // One warp per row (lanes stride over the classes; warp-shuffle max and sum). A label outside
-// [0, classes) is never used as an index: that row's loss term and gradient row are NaN (the
-// registry rejects such labels in Python; this only keeps a direct call from reading out of bounds).
+// [0, classes) is never used as an index: that row's loss term and gradient row are NaN, so the
+// loss is NaN. This is the only range check for labels on the GPU: the registry (pygan.ops) checks
+// the range on the host only for numpy labels, since reading a device array's min/max would
+// synchronise the device with the host on every call (the embedding's policy, csrc/embedding.cu).
 //
 // Variants (forward, both losses; each backward is one kernel for both variants):
 //   1: one block reduces everything (512 threads; a plain port; fine for a GAN's batch of logits or

@@ -438,9 +438,14 @@ def _check_softmax_cross_entropy(op, logits, labels):
         raise ValueError(f"{op}: labels must have shape ({logits.shape[0]},) for input shape {_shape(logits)}, got {_shape(labels)}")
     if type(labels).__module__.split(".")[0] != type(logits).__module__.split(".")[0]:
         raise ValueError(f"{op}: labels and input are on different devices")
-    lo, hi = int(labels.min()), int(labels.max())
-    if lo < 0 or hi >= logits.shape[1]:
-        raise ValueError(f"{op}: labels must lie in [0, {logits.shape[1]}), got values from {lo} to {hi}")
+    # The range is checked here only while the labels are on the host (numpy): a CuPy array's
+    # min/max would be two device-to-host synchronisations per call. On the GPU the kernels never
+    # use an out-of-range label as an index: its row's loss term and gradient row are NaN
+    # (csrc/loss.cu), so the loss shows the mistake, as the embedding does for its indices.
+    if isinstance(labels, np.ndarray):
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= logits.shape[1]:
+            raise ValueError(f"{op}: labels must lie in [0, {logits.shape[1]}), got values from {lo} to {hi}")
 
 
 def softmax_cross_entropy_forward(logits, labels):
