@@ -2,7 +2,8 @@
 //
 //   CUDA_CHECK(call)      throws std::runtime_error("CUDA error ... at file:line: <string>"); never
 //                         exits. pybind11 turns it into a Python RuntimeError.
-//   CEIL_DIV(a, b)        integer ceil(a / b) (and pygan::ceil_div for typed use).
+//   CEIL_DIV(a, b)        integer ceil(a / b) (and pygan::ceil_div for typed use); never wraps.
+//   tile_pos, slice_end   64-bit tile/slice arithmetic for indices that may pass 2^31.
 //   PYGAN_LAUNCH(kernel, grid, block, smem, stream, args...)
 //                         THE way to launch: kernel<<<grid, block, smem, stream>>>(args...) plus a
 //                         launch-error check under nvcc; the emulated launch (csrc/emu/cuda_emu.h)
@@ -60,8 +61,22 @@ namespace pygan {
 
 inline cudaStream_t stream_from(std::uintptr_t handle) { return reinterpret_cast<cudaStream_t>(handle); }
 
+// ceil(a / b) for a >= 0, b > 0, without forming a + b - 1 (which wraps when a is within b of the
+// type's maximum: ceil_div(2^31 - 100, 128) in int would be negative). Host and device.
 template <class T>
-constexpr T ceil_div(T a, T b) { return (a + b - 1) / b; }
+__host__ __device__ constexpr T ceil_div(T a, T b) { return a / b + (a % b != 0 ? 1 : 0); }
+
+// Index arithmetic near 2^31 (issue 13). Kernels whose operands each have fewer than 2^31 elements
+// may keep 32-bit indices for in-range positions, but a tile origin plus an offset, or a slice's
+// end, can pass 2^31 before the bounds check: these do that arithmetic in 64 bits.
+//   tile_pos(block, tile, offset)   block * tile + offset
+//   slice_end(z, chunk, total)      min(total, (z + 1) * chunk): the end of split z of [0, total)
+__host__ __device__ constexpr std::int64_t tile_pos(std::int64_t block, std::int64_t tile, std::int64_t offset) {
+  return block * tile + offset;
+}
+__host__ __device__ constexpr std::int64_t slice_end(std::int64_t z, std::int64_t chunk, std::int64_t total) {
+  return (z + 1) * chunk < total ? (z + 1) * chunk : total;
+}
 
 inline void check_variant(int variant, int count, const char* family) {
   if (variant < 1 || variant > count)
@@ -115,7 +130,7 @@ inline std::string launch_error_message(cudaError_t err, const char* when, const
       ::pygan::throw_cuda_error(pygan_err_, #call, __FILE__, __LINE__);       \
   } while (0)
 
-#define CEIL_DIV(a, b) (((a) + (b) - 1) / (b))
+#define CEIL_DIV(a, b) (::pygan::ceil_div((a), (b)))  // no a + b - 1: see pygan::ceil_div
 
 #ifdef PYGAN_EMULATION
 // The emulated launch runs the kernel to completion (or to its first fault) before it returns, so

@@ -248,48 +248,54 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN)) gemm_tiled(P prob, floa
   PYGAN_SHARED(float, As, [BK][BM + 1]);
   PYGAN_SHARED(float, Bs, [BK][BN]);
   const int tid = threadIdx.x, tx = tid % TX, ty = tid / TX;
-  const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
-  const int kbeg = blockIdx.z * kchunk;
-  const int kend = min(prob.K, kbeg + kchunk);
+  // Tile origins, K positions and columns in 64 bits: m0 + mm, n0 + nn, k0 + kk and k0 += BK pass
+  // 2^31 near the edge before the bounds checks; narrowed to int only once in range.
+  const std::int64_t m0 = tile_pos(blockIdx.y, BM, 0), n0 = tile_pos(blockIdx.x, BN, 0);
+  const std::int64_t kbeg = tile_pos(blockIdx.z, kchunk, 0);
+  const std::int64_t kend = slice_end(blockIdx.z, kchunk, prob.K);
   float acc[TM][TN];
 #pragma unroll
   for (int i = 0; i < TM; ++i)
 #pragma unroll
     for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
 
-  for (int k0 = kbeg; k0 < kend; k0 += BK) {
+  for (std::int64_t k0 = kbeg; k0 < kend; k0 += BK) {
     if constexpr (VEC) {
       const float* ap = prob.aptr();
       const float* bp = prob.bptr();
       const bool a_al = aligned16(ap), b_al = aligned16(bp);
       for (int g = tid; g < BM * BK / 4; g += NT) {
-        const int mm = g / (BK / 4), kk = (g - mm * (BK / 4)) * 4, m = m0 + mm, k = k0 + kk;
+        const int mm = g / (BK / 4), kk = (g - mm * (BK / 4)) * 4;
+        const std::int64_t m = m0 + mm, k = k0 + kk;
         int idx[4];
         float v[4];
 #pragma unroll
-        for (int t = 0; t < 4; ++t) idx[t] = (m < prob.M && k + t < kend) ? prob.a_index(m, k + t) : -1;
+        for (int t = 0; t < 4; ++t) idx[t] = (m < prob.M && k + t < kend) ? prob.a_index(int(m), int(k + t)) : -1;
         load4(ap, a_al, idx, v);
 #pragma unroll
         for (int t = 0; t < 4; ++t) As[kk + t][mm] = v[t];
       }
       for (int g = tid; g < BK * BN / 4; g += NT) {
-        const int kk = g / (BN / 4), nn = (g - kk * (BN / 4)) * 4, col = n0 + nn, k = k0 + kk;
+        const int kk = g / (BN / 4), nn = (g - kk * (BN / 4)) * 4;
+        const std::int64_t col = n0 + nn, k = k0 + kk;
         int idx[4];
         float v[4];
 #pragma unroll
-        for (int t = 0; t < 4; ++t) idx[t] = (col + t < prob.N && k < kend) ? prob.b_index(k, col + t) : -1;
+        for (int t = 0; t < 4; ++t) idx[t] = (col + t < prob.N && k < kend) ? prob.b_index(int(k), int(col + t)) : -1;
         load4(bp, b_al, idx, v);
 #pragma unroll
         for (int t = 0; t < 4; ++t) Bs[kk][nn + t] = v[t];
       }
     } else {
       for (int idx = tid; idx < BM * BK; idx += NT) {
-        const int mm = idx / BK, kk = idx - mm * BK, m = m0 + mm, k = k0 + kk;
-        As[kk][mm] = (m < prob.M && k < kend) ? prob.a(m, k) : 0.0f;
+        const int mm = idx / BK, kk = idx - mm * BK;
+        const std::int64_t m = m0 + mm, k = k0 + kk;
+        As[kk][mm] = (m < prob.M && k < kend) ? prob.a(int(m), int(k)) : 0.0f;
       }
       for (int idx = tid; idx < BK * BN; idx += NT) {
-        const int kk = idx / BN, nn = idx - kk * BN, col = n0 + nn, k = k0 + kk;
-        Bs[kk][nn] = (col < prob.N && k < kend) ? prob.bval(k, col) : 0.0f;
+        const int kk = idx / BN, nn = idx - kk * BN;
+        const std::int64_t col = n0 + nn, k = k0 + kk;
+        Bs[kk][nn] = (col < prob.N && k < kend) ? prob.bval(int(k), int(col)) : 0.0f;
       }
     }
     __syncthreads();
@@ -310,16 +316,16 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN)) gemm_tiled(P prob, floa
 
 #pragma unroll
   for (int i = 0; i < TM; ++i) {
-    const int m = m0 + ty + i * TY;
+    const std::int64_t m = m0 + ty + i * TY;
     if (m >= prob.M) continue;
 #pragma unroll
     for (int j = 0; j < TN; ++j) {
-      const int col = n0 + tx + j * TX;
+      const std::int64_t col = n0 + tx + j * TX;
       if (col >= prob.N) continue;
       if (gridDim.z > 1)
         ws[(static_cast<std::int64_t>(blockIdx.z) * prob.M + m) * prob.N + col] = acc[i][j];
       else
-        prob.store(m, col, acc[i][j]);
+        prob.store(int(m), int(col), acc[i][j]);
     }
   }
 }
@@ -341,23 +347,25 @@ __global__ void __launch_bounds__(128) gemm_wmma_tf32(P prob, float* ws, int kch
   PYGAN_SHARED(__align__(32) float, Cs, [BM * LDC]);
   const int tid = threadIdx.x, warp = tid / 32;
   const int wm = (warp / 2) * 32, wn = (warp % 2) * 32;
-  const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
-  const int kbeg = blockIdx.z * kchunk;
-  const int kend = min(prob.K, kbeg + kchunk);
+  const std::int64_t m0 = tile_pos(blockIdx.y, BM, 0), n0 = tile_pos(blockIdx.x, BN, 0);  // 64-bit: see gemm_tiled
+  const std::int64_t kbeg = tile_pos(blockIdx.z, kchunk, 0);
+  const std::int64_t kend = slice_end(blockIdx.z, kchunk, prob.K);
   wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[2][2];
 #pragma unroll
   for (int i = 0; i < 2; ++i)
 #pragma unroll
     for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
 
-  for (int k0 = kbeg; k0 < kend; k0 += BK) {
+  for (std::int64_t k0 = kbeg; k0 < kend; k0 += BK) {
     for (int idx = tid; idx < BM * BK; idx += NT) {
-      const int mm = idx / BK, kk = idx - mm * BK, m = m0 + mm, k = k0 + kk;
-      As[mm * LDA + kk] = wmma::__float_to_tf32((m < prob.M && k < kend) ? prob.a(m, k) : 0.0f);
+      const int mm = idx / BK, kk = idx - mm * BK;
+      const std::int64_t m = m0 + mm, k = k0 + kk;
+      As[mm * LDA + kk] = wmma::__float_to_tf32((m < prob.M && k < kend) ? prob.a(int(m), int(k)) : 0.0f);
     }
     for (int idx = tid; idx < BK * BN; idx += NT) {
-      const int kk = idx / BN, nn = idx - kk * BN, col = n0 + nn, k = k0 + kk;
-      Bs[kk * LDB + nn] = wmma::__float_to_tf32((col < prob.N && k < kend) ? prob.bval(k, col) : 0.0f);
+      const int kk = idx / BN, nn = idx - kk * BN;
+      const std::int64_t col = n0 + nn, k = k0 + kk;
+      Bs[kk * LDB + nn] = wmma::__float_to_tf32((col < prob.N && k < kend) ? prob.bval(int(k), int(col)) : 0.0f);
     }
     __syncthreads();
 #pragma unroll
@@ -383,13 +391,14 @@ __global__ void __launch_bounds__(128) gemm_wmma_tf32(P prob, float* ws, int kch
       wmma::store_matrix_sync(Cs + (wm + 16 * i) * LDC + wn + 16 * j, acc[i][j], LDC, wmma::mem_row_major);
   __syncthreads();
   for (int idx = tid; idx < BM * BN; idx += NT) {
-    const int mm = idx / BN, nn = idx - mm * BN, m = m0 + mm, col = n0 + nn;
+    const int mm = idx / BN, nn = idx - mm * BN;
+    const std::int64_t m = m0 + mm, col = n0 + nn;
     if (m >= prob.M || col >= prob.N) continue;
     const float v = Cs[mm * LDC + nn];
     if (gridDim.z > 1)
       ws[(static_cast<std::int64_t>(blockIdx.z) * prob.M + m) * prob.N + col] = v;
     else
-      prob.store(m, col, v);
+      prob.store(int(m), int(col), v);
   }
 #else
   // Compiled for an arch without TF32 tensor cores (a PTX-only build for an older arch, JIT-compiled
@@ -513,22 +522,24 @@ struct SplitPlan {
 };
 
 SplitPlan split_plan(const Conv2dShape& s, int variant) {
-  const int M = int(s.o), N = int(s.c * s.kh * s.kw), K = int(s.n * s.oh * s.ow);
-  int bm = 16, bn = 16;
+  // 64-bit: K (< 2^31) rounded up to a multiple of 16 may be 2^31 itself
+  const std::int64_t M = s.o, N = s.c * s.kh * s.kw, K = s.n * s.oh * s.ow;
+  std::int64_t bm = 16, bn = 16;
   if (variant == 3 || variant == 4) {
     bm = small_m(M) ? 16 : 64;
     bn = small_m(M) ? 128 : 64;
   } else if (variant == kTf32Variant) {
     bm = bn = 64;
   }
-  const int tiles = ceil_div(M, bm) * ceil_div(N, bn);
-  int want = 256 / tiles;
+  const std::int64_t tiles = ceil_div(M, bm) * ceil_div(N, bn);
+  std::int64_t want = 256 / tiles;
   if (want < 1) want = 1;
   if (want > 64) want = 64;
-  int kchunk = ceil_div(K, want);
+  std::int64_t kchunk = ceil_div(K, want);
   if (kchunk < 64) kchunk = 64;
-  kchunk = ceil_div(kchunk, 16) * 16;
-  return {ceil_div(K, kchunk), kchunk};
+  kchunk = ceil_div<std::int64_t>(kchunk, 16) * 16;
+  if (kchunk > INT_MAX - 15) kchunk = INT_MAX - 15;  // the largest multiple of 16 an int holds
+  return {static_cast<int>(ceil_div(K, kchunk)), static_cast<int>(kchunk)};
 }
 
 }  // namespace

@@ -194,6 +194,19 @@ def test_conv2d_backward_weight_is_deterministic(rng, variant):
     assert np.array_equal(a, b)
 
 
+@pytest.mark.parametrize("variant", [2, 3, 4])
+@pytest.mark.parametrize("k", [2**31 - 2, 2**31 - 100, 2**31 - 129])
+def test_conv2d_split_plan_within_128_of_2_to_the_31(variant, k):
+    """Backward-weight's split-K plan for a reduction K = N*OH*OW within 128 of 2^31 (x of shape
+    (1, 1, 1, K), a 1x1 kernel: no array is allocated). 256 / one tile wants 64 splits: chunks of
+    ceil(ceil(K / 64) / 16) * 16, and ceil(K / chunk) splits of one weight each. With 32-bit
+    ceil_div, K + 63 wrapped and the plan came out as no split at all (workspace 0)."""
+    chunk = -(-(-(-k // 64)) // 16) * 16
+    splits = -(-k // chunk)
+    assert 1 < splits <= 64
+    assert emu.conv2d_backward_weight_workspace_size([1, 1, 1, k], [1, 1, 1, 1], 1, 0, variant) == splits
+
+
 def test_conv2d_variant_names_and_bad_variant():
     assert len(emu.conv2d_variants()) == len(CONV_VARIANTS) >= 5
     assert TF32_VARIANTS == [5]

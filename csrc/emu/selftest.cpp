@@ -102,6 +102,31 @@ __global__ void partial_warp(float* out) {  // 40 threads: the second warp has 8
   out[threadIdx.x] = __shfl_down_sync(0xffffffffu, 1.0f, 4);
 }
 
+// The index helpers of common.cuh within a tile of 2^31 (issue 13), computed in a kernel: the
+// values conv2d's tiled GEMMs form for their grid, tile origins, split-K slices and K-tile loops.
+constexpr int kIntMax = 2147483647;
+__global__ void index_edges(std::int64_t* out) {
+  out[0] = pygan::ceil_div<int>(kIntMax - 100, 128);  // a + b - 1 wraps: the old formula gave < 0
+  out[1] = pygan::ceil_div<int>(kIntMax, 16);
+  out[2] = pygan::ceil_div<int>(kIntMax - 1, 1);
+  out[3] = pygan::ceil_div<std::int64_t>(INT64_MAX - 3, std::int64_t(1) << 20);
+  out[4] = pygan::ceil_div<int>(0, 64) * 10 + pygan::ceil_div<int>(64, 64) * 100 + pygan::ceil_div<int>(65, 64);
+  // the last 16-wide tile of N = 2^31 - 2 columns: origin and last offset pass INT_MAX
+  const unsigned last_block = static_cast<unsigned>(pygan::ceil_div<int>(kIntMax - 1, 16)) - 1;
+  out[5] = pygan::tile_pos(last_block, 16, 15);
+  // split-K over K = 2^31 - 2 in chunks of 2^31 - 16: slice 1 ends at K, not at the wrapped 2 * chunk
+  out[6] = pygan::slice_end(0, kIntMax - 15, kIntMax - 1);
+  out[7] = pygan::slice_end(1, kIntMax - 15, kIntMax - 1);
+  // gemm_tiled's K loop over the slice [2^31 - 40, 2^31 - 2) in steps of 16: k0 += 16 passes INT_MAX
+  std::int64_t tiles = 0, last = -1;
+  for (std::int64_t k0 = kIntMax - 40; k0 < pygan::slice_end(0, kIntMax, kIntMax - 1) && tiles < 100; k0 += 16) {
+    ++tiles;
+    last = k0;
+  }
+  out[8] = tiles;
+  out[9] = last;
+}
+
 }  // namespace
 
 std::vector<std::pair<std::string, bool>> pygan_emulation_selftest() {
@@ -237,6 +262,19 @@ std::vector<std::pair<std::string, bool>> pygan_emulation_selftest() {
     r.push_back({"empty grid is a launch error", launch_fails(dim3(0), dim3(32), 0)});
     r.push_back({"1025 threads is a launch error", launch_fails(dim3(1), dim3(1025), 0)});
     r.push_back({"64 KB dynamic smem is a launch error", launch_fails(dim3(1), dim3(32), 64 * 1024)});
+  }
+  {
+    std::vector<std::int64_t> o(10, -7);
+    PYGAN_LAUNCH(index_edges, 1, 1, 0, s, o.data());
+    const std::int64_t want[10] = {16777216, 134217728, kIntMax - 1, (INT64_MAX >> 20) + 1, 102,
+                                   std::int64_t(kIntMax),  // the last column, 2^31 - 1 (>= N: masked)
+                                   kIntMax - 15, kIntMax - 1, 3, std::int64_t(kIntMax) - 8};
+    const char* names[10] = {"ceil_div(2^31 - 101, 128) does not wrap", "ceil_div(2^31 - 1, 16)",
+                             "ceil_div(2^31 - 2, 1)", "ceil_div(2^63 - 4, 2^20) in 64 bits",
+                             "ceil_div(0 / 64 / 65, 64)", "tile_pos: the last tile's last column passes INT_MAX",
+                             "slice_end of split 0 near 2^31", "slice_end of split 1 clamps to K near 2^31",
+                             "K loop near 2^31 runs 3 tiles", "K loop near 2^31: the last tile starts at 2^31 - 9"};
+    for (int i = 0; i < 10; ++i) r.push_back({std::string("index edges: ") + names[i], o[i] == want[i]});
   }
   return r;
 }
