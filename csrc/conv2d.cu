@@ -30,12 +30,20 @@
 //      selecting it raises ValueError (tensor-core instructions are not emulated). The launcher
 //      checks the arch the kernel was compiled for (cudaFuncGetAttributes' ptxVersion) as well as
 //      the GPU's, and raises ValueError when either is below 8.0; the body traps below sm_80.
+//   6: stride-aware backward-data (so also conv_transpose2d's forward): the output positions split
+//      into sh*sw phases by (h + ph) mod sh and (v + pw) mod sw; the taps that reach a phase are
+//      exactly i = (h + ph) mod sh + a*sh, j = (v + pw) mod sw + b*sw, so each phase is a dense
+//      implicit GEMM (M = C, N = batch * its rows * its columns, K = O * its taps) run with variant
+//      3's register-blocked tiles, one launch per phase: no multiply-add on the stride's structural
+//      zeros (variant 3 spends 1 - 1/(sh*sw) of them there: three quarters at stride 2). Only the
+//      padding border still reads zeros. A phase no tap reaches (kh < sh) gets dx = 0 from a K = 0
+//      GEMM. Forward and backward-weight are variant 3's. NOT the default: it should beat variant 3
+//      at stride 2, but no GPU has timed it yet (the default stays 3 until one does).
 // Determinism: no variant uses atomics; every output is a fixed-order sum. Backward-weight in
 // variants 2-5 splits its long K (batch*OH*OW) over gridDim.z blocks that write partial sums
 // to a workspace (conv2d_backward_weight_workspace_size floats), then one kernel adds the splits
 // in order: bitwise reproducible run to run.
-// Not written (yet): stride-aware backward-data (variants 2-5 multiply the structural zeros of strided
-// convs in backward-data).
+// Variants 2-5 multiply the structural zeros of strided convs in backward-data; variant 6 does not.
 #include "common.cuh"
 #include "launchers.h"
 
@@ -192,6 +200,43 @@ struct BackwardDataProblem {
   __device__ __forceinline__ void store(int m, int col, float v) const {
     const int hw = d.h * d.w, n = col / hw, t = col - n * hw;
     dx[(n * d.c + m) * hw + t] = v;
+  }
+};
+
+// Variant 6: backward-data restricted to one output phase (rh, rw) = ((h + ph) mod sh, (v + pw) mod sw).
+// Its rows are h = h0 + hh*sh (hh < hr), its columns v = v0 + vv*sw (vv < wr); the taps reaching them
+// are i = rh + a*sh (a < khr), j = rw + b*sw (b < kwr), and then p = (h + ph - i) / sh exactly.
+//   m = c, k = (o, a, b), col = (n, hh, vv)
+struct BackwardDataPhaseProblem {
+  const float* dy;
+  const float* w;
+  float* dx;
+  Dims d;
+  int rh, rw, h0, v0, hr, wr, khr, kwr;
+  int M, N, K;
+  __device__ __forceinline__ int a_index(int m, int k) const {
+    const int taps = khr * kwr, o = k / taps, r = k - o * taps, a = r / kwr, b = r - a * kwr;
+    return ((o * d.c + m) * d.kh + (rh + a * d.sh)) * d.kw + (rw + b * d.sw);
+  }
+  __device__ __forceinline__ float a(int m, int k) const { return w[a_index(m, k)]; }
+  // index into dy, or -1 where the tap falls outside dy (the padding border)
+  __device__ __forceinline__ int b_index(int k, int col) const {
+    const int taps = khr * kwr, o = k / taps, r = k - o * taps, a = r / kwr, b = r - a * kwr;
+    const int hw = hr * wr, n = col / hw, t = col - n * hw, hh = t / wr, vv = t - hh * wr;
+    // h + ph - i = (h0 + ph - rh) + (hh - a) * sh, and h0 + ph - rh is a multiple of sh
+    const int p = (h0 + d.ph - rh) / d.sh + hh - a, q = (v0 + d.pw - rw) / d.sw + vv - b;
+    if (p < 0 || q < 0 || p >= d.oh || q >= d.ow) return -1;
+    return ((n * d.o + o) * d.oh + p) * d.ow + q;
+  }
+  __device__ __forceinline__ float bval(int k, int col) const {
+    const int idx = b_index(k, col);
+    return idx >= 0 ? dy[idx] : 0.0f;
+  }
+  __device__ __forceinline__ const float* aptr() const { return w; }
+  __device__ __forceinline__ const float* bptr() const { return dy; }
+  __device__ __forceinline__ void store(int m, int col, float v) const {
+    const int hw = hr * wr, n = col / hw, t = col - n * hw, hh = t / wr, vv = t - hh * wr;
+    dx[((n * d.c + m) * d.h + h0 + hh * d.sh) * d.w + v0 + vv * d.sw] = v;
   }
 };
 
@@ -438,10 +483,11 @@ int grid_for(std::int64_t work) {
 }
 
 constexpr int kTf32Variant = 5;
+constexpr int kStrideAwareVariant = 6;  // backward-data by output phase; otherwise variant 3
 
 int resolve(int variant) {
   if (variant == 0) variant = 3;  // the default; never the opt-in TF32 variant
-  check_variant(variant, 5, "conv2d");
+  check_variant(variant, 6, "conv2d");
 #if defined(PYGAN_EMULATION)
   if (variant == kTf32Variant)
     throw std::invalid_argument("conv2d: variant 5 (tf32) needs a GPU: tensor-core instructions are not emulated");
@@ -525,7 +571,7 @@ SplitPlan split_plan(const Conv2dShape& s, int variant) {
   // 64-bit: K (< 2^31) rounded up to a multiple of 16 may be 2^31 itself
   const std::int64_t M = s.o, N = s.c * s.kh * s.kw, K = s.n * s.oh * s.ow;
   std::int64_t bm = 16, bn = 16;
-  if (variant == 3 || variant == 4) {
+  if (variant == 3 || variant == 4 || variant == kStrideAwareVariant) {
     bm = small_m(M) ? 16 : 64;
     bn = small_m(M) ? 128 : 64;
   } else if (variant == kTf32Variant) {
@@ -560,12 +606,14 @@ std::vector<std::string> conv2d_variants() {
   return {"direct, one thread per output", "implicit GEMM, 16x16 shared-memory tiles, one output per thread",
           "implicit GEMM, 64x64 tiles (16x128 when M <= 16), 4x4 (1x8) register micro-tiles",
           "variant 3 with float4 (128-bit) global loads where contiguous and aligned",
-          "tf32 tensor cores (wmma m16n16k8), 64x64 tiles; opt-in, looser tolerance, GPU only"};
+          "tf32 tensor cores (wmma m16n16k8), 64x64 tiles; opt-in, looser tolerance, GPU only",
+          "variant 3, with stride-aware backward-data: one dense GEMM per output phase, no structural zeros"};
 }
 
 void conv2d_forward(const float* x, const float* w, const float* b, float* y, const Conv2dShape& s, int variant,
                     std::uintptr_t stream) {
   variant = resolve(variant);
+  if (variant == kStrideAwareVariant) variant = 3;
   check_dims(s);
   if (s.n * s.o * s.oh * s.ow == 0) return;
   const cudaStream_t st = stream_from(stream);
@@ -593,6 +641,20 @@ void conv2d_backward_data(const float* dy, const float* w, float* dx, const Conv
     return;
   }
   const Dims d = dims_of(s);
+  if (variant == kStrideAwareVariant) {
+    for (int rh = 0; rh < d.sh; ++rh)
+      for (int rw = 0; rw < d.sw; ++rw) {
+        // the first row (column) of the phase: the least h >= 0 with (h + ph) mod sh == rh
+        const int h0 = ((rh - d.ph) % d.sh + d.sh) % d.sh, v0 = ((rw - d.pw) % d.sw + d.sw) % d.sw;
+        const int hr = h0 < d.h ? ceil_div(d.h - h0, d.sh) : 0, wr = v0 < d.w ? ceil_div(d.w - v0, d.sw) : 0;
+        const int khr = rh < d.kh ? ceil_div(d.kh - rh, d.sh) : 0, kwr = rw < d.kw ? ceil_div(d.kw - rw, d.sw) : 0;
+        const BackwardDataPhaseProblem ph{dy, w, dx, d, rh, rw, h0, v0, hr, wr, khr, kwr,
+                                          d.c, d.n * hr * wr, d.o * khr * kwr};
+        if (ph.N == 0) continue;  // no output position in this phase (h < sh or w < sw)
+        launch_gemm(ph, 3, nullptr, 1, ph.K, st);  // K == 0 (no tap reaches it): the GEMM writes 0
+      }
+    return;
+  }
   const BackwardDataProblem prob{dy, w, dx, d, d.c, d.n * d.h * d.w, d.o * d.kh * d.kw};
   launch_gemm(prob, variant, nullptr, 1, prob.K, st);
 }

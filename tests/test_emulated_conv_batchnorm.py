@@ -182,6 +182,77 @@ def test_conv_transpose2d_edge_cases(rng, variant, case):
     check_conv_transpose(rng, variant, *CONVT_EDGE_CASES[case])
 
 
+# Variant 6 (stride-aware backward-data) at DCGAN's geometry: 4x4 kernels, stride 2, padding 1 for
+# every up/down-sampling layer, stride 1 padding 0 for G's first and D's last layer; the spatial sizes
+# of a 64x64 DCGAN, channels and batch cut down so that emulation stays fast.
+STRIDE_AWARE = [v for v, name in enumerate(CONV_NAMES, 1) if "stride-aware" in name]
+DCGAN_G_LAYERS = {  # conv_transpose2d: n, cin, h, w, cout  (4x4 kernels)
+    "g1-1x1-to-4x4-s1-p0": (2, 8, 1, 1, 6, (1, 1), (0, 0)),
+    "g2-4x4-to-8x8": (2, 6, 4, 4, 5, (2, 2), (1, 1)),
+    "g3-8x8-to-16x16": (2, 5, 8, 8, 4, (2, 2), (1, 1)),
+    "g4-16x16-to-32x32": (1, 4, 16, 16, 4, (2, 2), (1, 1)),
+    "g5-32x32-to-64x64-rgb": (1, 4, 32, 32, 3, (2, 2), (1, 1)),
+}
+DCGAN_D_LAYERS = {  # conv2d (its input gradient is backward-data): n, c, h, w, o
+    "d1-rgb-64x64-to-32x32": (1, 3, 64, 64, 4, (2, 2), (1, 1)),
+    "d2-32x32-to-16x16": (1, 4, 32, 32, 5, (2, 2), (1, 1)),
+    "d4-8x8-to-4x4": (2, 6, 8, 8, 8, (2, 2), (1, 1)),
+    "d5-4x4-to-1x1-s1-p0": (2, 8, 4, 4, 1, (1, 1), (0, 0)),
+}
+
+
+def test_the_stride_aware_variant_is_not_the_default(rng):
+    """At stride 2 the default (variant 0 = 3) runs backward-data as one GEMM over all positions,
+    variant 6 as four (one per phase); both give the reference's dx (poisoned before each call)."""
+    assert len(STRIDE_AWARE) == 1
+    wt, dy = f32(rng, (2, 3, 4, 4)), f32(rng, (2, 2, 4, 4))
+    ref = R.conv2d_backward_data(dy.astype(np.float64), wt.astype(np.float64), (2, 3, 8, 8), (2, 2), (1, 1))
+    for variant, launches in ((0, 1), (STRIDE_AWARE[0], 4)):
+        dx = np.full((2, 3, 8, 8), np.nan, np.float32)
+        before = emu._emulation_launches()
+        emu.conv2d_backward_data(dy, wt, dx, (2, 2), (1, 1), variant, 0)
+        assert emu._emulation_launches() - before == launches, variant
+        close(dx, ref, f"backward-data variant {variant}")
+
+
+@pytest.mark.parametrize("layer", list(DCGAN_G_LAYERS), ids=list(DCGAN_G_LAYERS))
+def test_stride_aware_conv_transpose_at_dcgan_generator_shapes(rng, layer):
+    n, cin, h, w, cout, stride, padding = DCGAN_G_LAYERS[layer]
+    check_conv_transpose(rng, STRIDE_AWARE[0], n, cin, h, w, cout, 4, 4, stride, padding, (0, 0), bias=False)
+
+
+@pytest.mark.parametrize("layer", list(DCGAN_D_LAYERS), ids=list(DCGAN_D_LAYERS))
+def test_stride_aware_backward_data_at_dcgan_discriminator_shapes(rng, layer):
+    n, c, h, w, o, stride, padding = DCGAN_D_LAYERS[layer]
+    check_conv(rng, STRIDE_AWARE[0], n, c, h, w, o, 4, 4, stride, padding, bias=False)
+
+
+@pytest.mark.parametrize(
+    "shape, stride, padding, phases",
+    [
+        # x (n, c, h, w), w (o, c, kh, kw); phases: sh*sw less those with no output position
+        (((2, 3, 8, 8), (4, 3, 4, 4)), (2, 2), (1, 1), 4),
+        (((1, 2, 7, 5), (3, 2, 3, 2)), (3, 2), (1, 0), 6),
+        (((1, 2, 9, 8), (3, 2, 2, 1)), (3, 4), (1, 0), 12),  # kw < sw: phases no tap reaches (dx = 0)
+        (((1, 2, 2, 1), (2, 2, 1, 1)), (3, 3), (0, 0), 2),  # h, w < stride: empty phases launch nothing
+        (((2, 2, 5, 5), (2, 2, 3, 3)), (1, 1), (1, 1), 1),
+    ],
+)
+def test_stride_aware_backward_data_one_gemm_per_phase(rng, shape, stride, padding, phases):
+    """dx from one launch per output phase, each against the float64 reference with dx poisoned
+    (NaN) first: every phase's GEMM writes its own positions (those no tap reaches as 0)."""
+    (xs, ws) = shape
+    wt = f32(rng, ws)
+    y = R.conv2d_forward(np.zeros(xs), wt.astype(np.float64), None, stride, padding)
+    dy = f32(rng, y.shape)
+    ref = R.conv2d_backward_data(dy.astype(np.float64), wt.astype(np.float64), xs, stride, padding)
+    dx = np.full(xs, np.nan, np.float32)
+    before = emu._emulation_launches()
+    emu.conv2d_backward_data(dy, wt, dx, stride, padding, STRIDE_AWARE[0], 0)
+    assert emu._emulation_launches() - before == phases
+    close(dx, ref, f"stride-aware backward-data x{xs} w{ws} s{stride} p{padding}")
+
+
 @pytest.mark.parametrize("variant", CONV_VARIANTS)
 def test_conv2d_backward_weight_is_deterministic(rng, variant):
     x, dy = f32(rng, (2, 2, 9, 9)), f32(rng, (2, 3, 9, 9))
