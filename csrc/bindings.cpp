@@ -45,6 +45,7 @@ std::vector<std::pair<std::string, bool>> pygan_emulation_selftest();
 std::uint64_t pygan_emulation_seed();
 void pygan_emulation_set_seed(std::uint64_t seed);
 std::uint64_t pygan_emulation_launches();
+std::vector<std::pair<std::string, unsigned>> pygan_emulation_recent_launches();
 void pygan_emulation_faulty_kernel(const std::string& kind, float* out);
 #endif
 
@@ -382,6 +383,8 @@ PYBIND11_MODULE(PYGAN_MODULE_NAME, m) {
         "Set the block-order seed and restart the launch count it is combined with.");
   m.def("_emulation_launches", &pygan_emulation_launches,
         "Kernel launches so far (run, or skipped under PYGAN_EMU_SKIP_LAUNCH=1).");
+  m.def("_emulation_recent_launches", &pygan_emulation_recent_launches,
+        "The last (up to 64) launches, oldest first: (kernel as written at the launch site, blocks in the grid).");
   m.def(
       "_emulation_faulty_kernel",
       [](const std::string& kind, py::handle out) {

@@ -299,6 +299,13 @@ inline std::uint64_t next_launch_seed() {
   return seed * 0x9E3779B97F4A7C15ull + ++s.launch;
 }
 inline std::atomic<std::uint64_t> launches{0};  // every launch (run or skipped), for tests
+// The names (as written at the launch site) and grids of the last kRecentLaunches launches, oldest
+// first, for tests that must see which kernel a launcher chose; guarded by launch_mutex().
+constexpr std::size_t kRecentLaunches = 64;
+inline std::vector<std::pair<std::string, unsigned>>& recent_launches() {
+  static std::vector<std::pair<std::string, unsigned>> r;
+  return r;
+}
 inline bool skip_launches() {
   const char* env = std::getenv("PYGAN_EMU_SKIP_LAUNCH");
   return env && *env && std::strcmp(env, "0") != 0;
@@ -431,11 +438,11 @@ inline unsigned ballot(unsigned mask, int pred, const char* what) {
 
 inline std::mutex& launch_mutex() { static std::mutex m; return m; }
 
-// `name` is the kernel as written at the launch site (PYGAN_LAUNCH passes it; for messages).
+// `name` is the kernel as written at the launch site (PYGAN_LAUNCH passes it; for messages and
+// recent_launches).
 template <class... KArgs, class... Args>
 void launch(const char* name, void (*kernel)(KArgs...), dim3 grid, dim3 block, std::size_t smem, cudaStream_t,
             Args&&... args) {
-  (void)name;
   std::tuple<std::decay_t<KArgs>...> params(std::forward<Args>(args)...);  // converted as for a call
   const unsigned long long nthreads = 1ull * block.x * block.y * block.z;
   auto lim = smem_limits().find(reinterpret_cast<const void*>(kernel));
@@ -447,6 +454,11 @@ void launch(const char* name, void (*kernel)(KArgs...), dim3 grid, dim3 block, s
   }
   std::lock_guard<std::mutex> lock(launch_mutex());
   launches.fetch_add(1);
+  {
+    auto& recent = recent_launches();
+    if (recent.size() == kRecentLaunches) recent.erase(recent.begin());
+    recent.emplace_back(name, grid.x * grid.y * grid.z);
+  }
   if (skip_launches()) return;  // PYGAN_EMU_SKIP_LAUNCH: the no-op "kernel" the fooling test needs
   {
     FaultState& f = faults();

@@ -283,6 +283,10 @@ std::vector<std::pair<std::string, bool>> pygan_emulation_selftest() {
 std::uint64_t pygan_emulation_seed() { return pygan_emu::get_seed(); }
 void pygan_emulation_set_seed(std::uint64_t seed) { pygan_emu::set_seed(seed); }
 std::uint64_t pygan_emulation_launches() { return pygan_emu::launches.load(); }
+std::vector<std::pair<std::string, unsigned>> pygan_emulation_recent_launches() {
+  std::lock_guard<std::mutex> lock(pygan_emu::launch_mutex());
+  return pygan_emu::recent_launches();
+}
 
 // Launch a kernel that faults on purpose, into `out` (at least 64 floats, 16-byte aligned), so a
 // test sees the error as Python does: "misaligned" (a float4 load at a 4-byte offset),
