@@ -39,6 +39,13 @@
 //      padding border still reads zeros. A phase no tap reaches (kh < sh) gets dx = 0 from a K = 0
 //      GEMM. Forward and backward-weight are variant 3's. NOT the default: it should beat variant 3
 //      at stride 2, but no GPU has timed it yet (the default stays 3 until one does).
+//   7: variant 6 plus a reduction kernel for small outputs with a long K in forward and backward-data
+//      (D's last layer: 512 -> 1 channel at 4x4, M = 1, N = batch, K = 8192, which variant 3 runs
+//      as ONE block looping over all of K): when the GEMM would have fewer tiles than the GPU has
+//      SMs, at most 32 outputs per SM and K >= 256, one 256-thread block per output element sums
+//      its K products in a fixed order (block_reduce_sum): deterministic, no workspace, no atomics.
+//      Backward-weight as variant 3 (it already splits K). The thresholds are a guess; NOT the
+//      default: untimed (no GPU).
 // Determinism: no variant uses atomics; every output is a fixed-order sum. Backward-weight in
 // variants 2-5 splits its long K (batch*OH*OW) over gridDim.z blocks that write partial sums
 // to a workspace (conv2d_backward_weight_workspace_size floats), then one kernel adds the splits
@@ -464,6 +471,21 @@ __global__ void sum_splits(const float* ws, float* out, std::int64_t count, int 
   }
 }
 
+// Variant 7's small-output path: block e computes output e = (m, col) of the M x N GEMM as one
+// fixed-order sum over K (each thread a strided share, then block_reduce_sum); grid-stride over e.
+template <class P>
+__global__ void dot_per_block(P prob) {
+  const std::int64_t count = static_cast<std::int64_t>(prob.M) * prob.N;
+  for (std::int64_t e = blockIdx.x; e < count; e += gridDim.x) {
+    const int m = static_cast<int>(e / prob.N), col = static_cast<int>(e - static_cast<std::int64_t>(m) * prob.N);
+    float acc = 0.0f;
+    for (std::int64_t k = threadIdx.x; k < prob.K; k += blockDim.x) acc += prob.a(m, int(k)) * prob.bval(int(k), col);
+    acc = block_reduce_sum(acc);
+    if (threadIdx.x == 0) prob.store(m, col, acc);
+    __syncthreads();  // block_reduce_sum's shared scratch is reused by the next e
+  }
+}
+
 // db[o] = sum over (n, t) of dy[n, o, t]: one block per channel, fixed-order block reduction.
 __global__ void channel_sum(const float* dy, float* db, std::int64_t n, std::int64_t c, std::int64_t hw) {
   const std::int64_t o = blockIdx.x, count = n * hw;
@@ -484,10 +506,11 @@ int grid_for(std::int64_t work) {
 
 constexpr int kTf32Variant = 5;
 constexpr int kStrideAwareVariant = 6;  // backward-data by output phase; otherwise variant 3
+constexpr int kSmallOutputVariant = 7;  // variant 6 plus dot_per_block for small outputs, long K
 
 int resolve(int variant) {
   if (variant == 0) variant = 3;  // the default; never the opt-in TF32 variant
-  check_variant(variant, 6, "conv2d");
+  check_variant(variant, 7, "conv2d");
 #if defined(PYGAN_EMULATION)
   if (variant == kTf32Variant)
     throw std::invalid_argument("conv2d: variant 5 (tf32) needs a GPU: tensor-core instructions are not emulated");
@@ -541,8 +564,23 @@ void check_tf32_kernel(void (*kern)(P, float*, int)) {
 }
 #endif
 
+// Variant 7's rule (untimed guess): a GEMM of fewer tiles (variant 3's) than SMs, at most 32 outputs
+// per SM, K >= 256. Never for split-K calls (backward-weight), which pass splits > 1 or a workspace.
+template <class P>
+bool use_dot_per_block(const P& prob) {
+  const std::int64_t bm = small_m(prob.M) ? 16 : 64, bn = small_m(prob.M) ? 128 : 64;
+  const std::int64_t tiles = ceil_div<std::int64_t>(prob.M, bm) * ceil_div<std::int64_t>(prob.N, bn);
+  const std::int64_t outputs = static_cast<std::int64_t>(prob.M) * prob.N;
+  return tiles < sm_count() && outputs <= 32 * static_cast<std::int64_t>(sm_count()) && prob.K >= 256;
+}
+
 template <class P>
 void launch_gemm(const P& prob, int variant, float* ws, int splits, int kchunk, cudaStream_t st) {
+  if (variant == kSmallOutputVariant && ws == nullptr && splits == 1 && use_dot_per_block(prob)) {
+    const std::int64_t outputs = static_cast<std::int64_t>(prob.M) * prob.N;
+    PYGAN_LAUNCH(dot_per_block<P>, static_cast<unsigned>(outputs), kBlock, 0, st, prob);
+    return;
+  }
   if (variant == 2) {
     auto kern = gemm_tiled<P, 16, 16, 16, 1, 1, false>;
     const dim3 grid(ceil_div(prob.N, 16), ceil_div(prob.M, 16), splits);
@@ -571,7 +609,7 @@ SplitPlan split_plan(const Conv2dShape& s, int variant) {
   // 64-bit: K (< 2^31) rounded up to a multiple of 16 may be 2^31 itself
   const std::int64_t M = s.o, N = s.c * s.kh * s.kw, K = s.n * s.oh * s.ow;
   std::int64_t bm = 16, bn = 16;
-  if (variant == 3 || variant == 4 || variant == kStrideAwareVariant) {
+  if (variant == 3 || variant == 4 || variant >= kStrideAwareVariant) {
     bm = small_m(M) ? 16 : 64;
     bn = small_m(M) ? 128 : 64;
   } else if (variant == kTf32Variant) {
@@ -607,13 +645,14 @@ std::vector<std::string> conv2d_variants() {
           "implicit GEMM, 64x64 tiles (16x128 when M <= 16), 4x4 (1x8) register micro-tiles",
           "variant 3 with float4 (128-bit) global loads where contiguous and aligned",
           "tf32 tensor cores (wmma m16n16k8), 64x64 tiles; opt-in, looser tolerance, GPU only",
-          "variant 3, with stride-aware backward-data: one dense GEMM per output phase, no structural zeros"};
+          "variant 3, with stride-aware backward-data: one dense GEMM per output phase, no structural zeros",
+          "variant 6, and one block per output (a fixed-order block reduction over K) for small outputs, long K"};
 }
 
 void conv2d_forward(const float* x, const float* w, const float* b, float* y, const Conv2dShape& s, int variant,
                     std::uintptr_t stream) {
   variant = resolve(variant);
-  if (variant == kStrideAwareVariant) variant = 3;
+  if (variant == kStrideAwareVariant) variant = 3;  // variant 7 keeps its number: launch_gemm decides
   check_dims(s);
   if (s.n * s.o * s.oh * s.ow == 0) return;
   const cudaStream_t st = stream_from(stream);
@@ -641,7 +680,7 @@ void conv2d_backward_data(const float* dy, const float* w, float* dx, const Conv
     return;
   }
   const Dims d = dims_of(s);
-  if (variant == kStrideAwareVariant) {
+  if (variant >= kStrideAwareVariant) {
     for (int rh = 0; rh < d.sh; ++rh)
       for (int rw = 0; rw < d.sw; ++rw) {
         // the first row (column) of the phase: the least h >= 0 with (h + ph) mod sh == rh
@@ -651,7 +690,7 @@ void conv2d_backward_data(const float* dy, const float* w, float* dx, const Conv
         const BackwardDataPhaseProblem ph{dy, w, dx, d, rh, rw, h0, v0, hr, wr, khr, kwr,
                                           d.c, d.n * hr * wr, d.o * khr * kwr};
         if (ph.N == 0) continue;  // no output position in this phase (h < sh or w < sw)
-        launch_gemm(ph, 3, nullptr, 1, ph.K, st);  // K == 0 (no tap reaches it): the GEMM writes 0
+        launch_gemm(ph, variant, nullptr, 1, ph.K, st);  // K == 0 (no tap reaches it): the GEMM writes 0
       }
     return;
   }
@@ -682,6 +721,7 @@ void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* w
     PYGAN_LAUNCH(backward_weight_direct, grid_for(count), kBlock, 0, st, x, dy, dw, s);
     return;
   }
+  if (variant >= kStrideAwareVariant) variant = 3;  // variants 6 and 7: backward-weight is variant 3's
   const Dims d = dims_of(s);
   const BackwardWeightProblem prob{x, dy, dw, d, d.o, d.c * d.kh * d.kw, d.n * d.oh * d.ow};
   const SplitPlan plan = split_plan(s, variant);

@@ -253,6 +253,53 @@ def test_stride_aware_backward_data_one_gemm_per_phase(rng, shape, stride, paddi
     close(dx, ref, f"stride-aware backward-data x{xs} w{ws} s{stride} p{padding}")
 
 
+# Variant 7: variant 6 plus one block per output element (a fixed-order block reduction over K) when
+# the output is small and K long: fewer GEMM tiles than SMs (4 under emulation), at most 32 outputs
+# per SM, K >= 256. _emulation_recent_launches() says which kernel ran.
+SMALL_OUTPUT = [v for v, name in enumerate(CONV_NAMES, 1) if "one block per output" in name]
+
+
+def last_kernel():
+    return emu._emulation_recent_launches()[-1]
+
+
+def test_small_output_variant_at_dcgan_discriminator_last_layer(rng):
+    """D's last layer (4x4 kernel over a 4x4 map, one output channel; 64 input channels here, 512 in
+    DCGAN): the forward runs as one block per output (2 here, the batch), against the float64
+    reference with y poisoned, bitwise the same run to run; variant 3 runs one GEMM tile instead."""
+    assert len(SMALL_OUTPUT) == 1
+    v = SMALL_OUTPUT[0]
+    x, wt, b = f32(rng, (2, 64, 4, 4)), f32(rng, (1, 64, 4, 4)), f32(rng, (1,))
+    ref = R.conv2d_forward(x.astype(np.float64), wt.astype(np.float64), b.astype(np.float64), 1, 0)
+    be = backend(conv=v)
+    y = be.conv2d_forward(x, wt, b, 1, 0)
+    assert last_kernel() == ("dot_per_block<P>", 2)
+    close(y, ref, "variant 7 forward, D's last layer")
+    assert np.array_equal(be.conv2d_forward(x, wt, b, 1, 0), y)
+    close(backend(conv=3).conv2d_forward(x, wt, b, 1, 0), ref, "variant 3 forward, D's last layer")
+    assert last_kernel() == ("kern", 1)
+    check_conv(rng, v, 2, 64, 4, 4, 1, 4, 4, (1, 1), (0, 0))  # and the rest of its backward
+
+
+def test_small_output_variant_backward_data_and_the_rule(rng):
+    """Backward-data of a small input (2 channels of 2x2) under 64 output channels (K = 256) runs
+    one block per dx element; a short K (27) or a large output keeps the tiled GEMM."""
+    v = SMALL_OUTPUT[0]
+    wt, dy = f32(rng, (64, 2, 2, 2)), f32(rng, (1, 64, 1, 1))
+    ref = R.conv2d_backward_data(dy.astype(np.float64), wt.astype(np.float64), (1, 2, 2, 2), 1, 0)
+    dx = np.full((1, 2, 2, 2), np.nan, np.float32)
+    emu.conv2d_backward_data(dy, wt, dx, (1, 1), (0, 0), v, 0)
+    assert last_kernel() == ("dot_per_block<P>", 8)
+    close(dx, ref, "variant 7 backward-data, small dx")
+    for xs, ws in (((2, 3, 8, 8), (20, 3, 3, 3)),  # K = 27
+                   ((2, 64, 12, 12), (1, 64, 4, 4))):  # 2 * 81 outputs > 32 per SM
+        x, wt = f32(rng, xs), f32(rng, ws)
+        y = np.full((xs[0], ws[0], xs[2] - ws[2] + 1, xs[3] - ws[3] + 1), np.nan, np.float32)
+        emu.conv2d_forward(x, wt, None, y, (1, 1), (0, 0), v, 0)
+        assert last_kernel()[0] == "kern", (xs, ws)
+        close(y, R.conv2d_forward(x.astype(np.float64), wt.astype(np.float64), None, 1, 0), f"variant 7 {xs} {ws}")
+
+
 @pytest.mark.parametrize("variant", CONV_VARIANTS)
 def test_conv2d_backward_weight_is_deterministic(rng, variant):
     x, dy = f32(rng, (2, 2, 9, 9)), f32(rng, (2, 3, 9, 9))
