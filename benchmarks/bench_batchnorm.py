@@ -8,7 +8,6 @@ device-to-device copy bandwidth measured in the same run.
     python benchmarks/bench_batchnorm.py --device cpu   # numpy-reference timings only
 """
 
-import argparse
 import os
 import sys
 
@@ -17,7 +16,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from harness import Bench, device_description, exit_without_gpu, torch_or_none  # noqa: E402
+from harness import device_description, setup, torch_or_none  # noqa: E402
 
 # batch-norm inputs of DCGAN 64x64x3 batch 128 (G and D) and 32x32x1 batch 64
 BN_SHAPES = {
@@ -29,22 +28,9 @@ TOL = (1e-4, 1e-3)
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--device", default="cuda", choices=["cpu", "cuda"])
-    ap.add_argument("--reps", type=int, default=30)
-    ap.add_argument("--budget", type=float, default=1.0)
-    ap.add_argument("--batch", type=int, default=None)
-    ap.add_argument("--no-torch", action="store_true")
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args(argv)
-    exit_without_gpu("bench_batchnorm", args.device)
+    args, bench = setup("bench_batchnorm", __doc__, argv, batch=True)
     from pygan.ops import reference as R
 
-    bench = Bench(args.device, reps=args.reps, budget_s=args.budget)
-    print(f"bench_batchnorm: {device_description(args.device)}")
-    if args.device == "cpu":
-        print("bench_batchnorm: --device cpu: numpy-reference timings only (no GPU figures)")
-    bench.ceilings()
     ops, variants, torch = None, [], None
     if args.device == "cuda":
         from pygan.ops import cuda

@@ -8,7 +8,6 @@ importable, and the numpy reference. Every implementation is checked against the
 Models: DCGAN 64x64x3 batch 128 and 32x32x1 batch 64 (ndf = ngf = 64, nz = 100).
 """
 
-import argparse
 import os
 import sys
 
@@ -17,7 +16,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from harness import Bench, conv_out, device_description, exit_without_gpu, torch_or_none  # noqa: E402
+from harness import conv_out, device_description, setup, torch_or_none  # noqa: E402
 
 # (name, n, c, h, w, o, k, stride, padding): the conv2d layers of D
 CONV_LAYERS = {
@@ -162,21 +161,8 @@ def conv_size_for_transpose(h, w, k, s, p):
 
 def main(argv=None, transpose=False, layers=None):
     name = "bench_conv_transpose" if transpose else "bench_conv"
-    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--device", default="cuda", choices=["cpu", "cuda"])
-    ap.add_argument("--reps", type=int, default=20)
-    ap.add_argument("--budget", type=float, default=1.0, help="seconds of timed runs per case, at most")
-    ap.add_argument("--batch", type=int, default=None, help="override every model's batch size")
-    ap.add_argument("--only", nargs="*", choices=COMPUTATIONS, help="only these computations")
-    ap.add_argument("--no-torch", action="store_true")
-    ap.add_argument("--out", default=None, help="write JSON results here")
-    args = ap.parse_args(argv)
-    exit_without_gpu(name, args.device)
-    bench = Bench(args.device, reps=args.reps, budget_s=args.budget)
-    print(f"{name}: {device_description(args.device)}")
-    if args.device == "cpu":
-        print(f"{name}: --device cpu: numpy-reference timings only (no GPU figures)")
-    bench.ceilings()
+    args, bench = setup(name, __doc__, argv, reps=20, batch=True, add_arguments=lambda ap: ap.add_argument(
+        "--only", nargs="*", choices=COMPUTATIONS, help="only these computations"))
     layers = layers or CONV_LAYERS
     if args.batch:
         layers = {m: [(l[0], args.batch, *l[2:]) for l in ls] for m, ls in layers.items()}

@@ -8,7 +8,6 @@ device-to-device copy measured in the same run.
     python benchmarks/bench_embedding.py --device cpu   # numpy-reference timings only
 """
 
-import argparse
 import os
 import sys
 
@@ -17,7 +16,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from harness import Bench, device_description, exit_without_gpu, torch_or_none  # noqa: E402
+from harness import device_description, setup, torch_or_none  # noqa: E402
 
 CASES = [  # num_classes, dim, batch
     (10, 100, 128),  # cGAN on MNIST / Fashion-MNIST: 10 labels, a 100-d embedding
@@ -30,21 +29,9 @@ TOL = (1e-4, 1e-4)  # atol (times max(|ref|, 1)), rtol (times max|ref|): harness
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--device", default="cuda", choices=["cpu", "cuda"])
-    ap.add_argument("--reps", type=int, default=30)
-    ap.add_argument("--budget", type=float, default=1.0)
-    ap.add_argument("--no-torch", action="store_true")
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args(argv)
-    exit_without_gpu("bench_embedding", args.device)
+    args, bench = setup("bench_embedding", __doc__, argv)
     from pygan.ops import reference as R
 
-    bench = Bench(args.device, reps=args.reps, budget_s=args.budget)
-    print(f"bench_embedding: {device_description(args.device)}")
-    if args.device == "cpu":
-        print("bench_embedding: --device cpu: numpy-reference timings only (no GPU figures)")
-    bench.ceilings()
     gpu = torch = None
     if args.device == "cuda":
         from pygan.ops import cuda

@@ -9,7 +9,6 @@ bandwidth measured in the same run.
     python benchmarks/bench_groupnorm_rmsprop.py --device cpu   # numpy-reference timings only
 """
 
-import argparse
 import os
 import sys
 
@@ -19,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from bench_adam import dcgan_shapes  # noqa: E402
-from harness import Bench, device_description, exit_without_gpu, torch_or_none  # noqa: E402
+from harness import device_description, setup, torch_or_none  # noqa: E402
 
 # critic activations of a DCGAN 64x64x3 D at batch 64: layer norm (G = 1), instance norm (G = C),
 # and the usual 32 groups
@@ -124,20 +123,7 @@ def rmsprop_cases(bench, args, ops, torch, rng):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--device", default="cuda", choices=["cpu", "cuda"])
-    ap.add_argument("--reps", type=int, default=30)
-    ap.add_argument("--budget", type=float, default=1.0)
-    ap.add_argument("--batch", type=int, default=None)
-    ap.add_argument("--no-torch", action="store_true")
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args(argv)
-    exit_without_gpu("bench_groupnorm_rmsprop", args.device)
-    bench = Bench(args.device, reps=args.reps, budget_s=args.budget)
-    print(f"bench_groupnorm_rmsprop: {device_description(args.device)}")
-    if args.device == "cpu":
-        print("bench_groupnorm_rmsprop: --device cpu: numpy-reference timings only (no GPU figures)")
-    bench.ceilings()
+    args, bench = setup("bench_groupnorm_rmsprop", __doc__, argv, batch=True)
     ops, variants, torch = None, [], None
     if args.device == "cuda":
         from pygan.ops import cuda

@@ -9,7 +9,6 @@ an fp32 matmul measured in the same run; its variants are conv2d's).
     python benchmarks/bench_pool_softmax_linear.py --device cpu   # numpy-reference timings only
 """
 
-import argparse
 import os
 import sys
 
@@ -18,7 +17,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from harness import Bench, device_description, exit_without_gpu, torch_or_none  # noqa: E402
+from harness import device_description, setup, torch_or_none  # noqa: E402
 
 POOL = [  # x shape, kernel_size, stride
     ((128, 32, 32, 32), 2, 2),  # the classifier's three poolings (batch 128)
@@ -34,21 +33,9 @@ LINEAR_TOL, TF32_TOL = (1e-3, 1e-3), (2e-2, 2e-2)
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--device", default="cuda", choices=["cpu", "cuda"])
-    ap.add_argument("--reps", type=int, default=30)
-    ap.add_argument("--budget", type=float, default=1.0)
-    ap.add_argument("--no-torch", action="store_true")
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args(argv)
-    exit_without_gpu("bench_pool_softmax_linear", args.device)
+    args, bench = setup("bench_pool_softmax_linear", __doc__, argv)
     from pygan.ops import reference as R
 
-    bench = Bench(args.device, reps=args.reps, budget_s=args.budget)
-    print(f"bench_pool_softmax_linear: {device_description(args.device)}")
-    if args.device == "cpu":
-        print("bench_pool_softmax_linear: --device cpu: numpy-reference timings only (no GPU figures)")
-    bench.ceilings()
     gpu = torch = None
     if args.device == "cuda":
         from pygan.ops import cuda

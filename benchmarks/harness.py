@@ -18,6 +18,7 @@ run.
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import sys
@@ -208,6 +209,30 @@ class Bench:
     def write_json(self, path, meta=None):
         with open(path, "w") as f:
             json.dump(dict(meta=meta or {}, ceilings=self.ceiling, rows=self.rows), f, indent=1)
+
+
+def setup(name, doc, argv=None, reps=30, batch=False, add_arguments=None):
+    """The options every op benchmark takes (--device --reps --budget [--batch] --no-torch --out,
+    plus `add_arguments(parser)`), then its Bench, announced and with its ceilings measured.
+    Exits (exit_without_gpu) when --device cuda finds no GPU. Returns (args, bench)."""
+    ap = argparse.ArgumentParser(description=(doc or "").splitlines()[0] if doc else None)
+    ap.add_argument("--device", default="cuda", choices=["cpu", "cuda"])
+    ap.add_argument("--reps", type=int, default=reps)
+    ap.add_argument("--budget", type=float, default=1.0, help="seconds of timed runs per case, at most")
+    if batch:
+        ap.add_argument("--batch", type=int, default=None, help="override every case's batch size")
+    ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--out", default=None, help="write JSON results here")
+    if add_arguments is not None:
+        add_arguments(ap)
+    args = ap.parse_args(argv)
+    exit_without_gpu(name, args.device)
+    bench = Bench(args.device, reps=args.reps, budget_s=args.budget)
+    print(f"{name}: {device_description(args.device)}")
+    if args.device == "cpu":
+        print(f"{name}: --device cpu: numpy-reference timings only (no GPU figures)")
+    bench.ceilings()
+    return args, bench
 
 
 def device_description(device):
