@@ -32,6 +32,7 @@
 //   pygan::check_variant  std::invalid_argument (-> Python ValueError) for an unknown variant.
 //   pygan::sm_count       multiprocessors of the current device (cached), to size grid-stride grids.
 //   pygan::is_aligned     pointer alignment test for vectorised variants.
+//   pygan::float4_rows_ok float4 loads fit: rows of M floats (M % 4 == 0), every non-null pointer 16-aligned.
 //
 // Launcher conventions (see csrc/activation.cu for the pattern): declared in csrc/launchers.h as
 // plain C++ (raw float pointers, int64_t sizes, `int variant`, `std::uintptr_t stream`), so
@@ -48,6 +49,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <stdexcept>
 #include <string>
 
@@ -86,6 +88,13 @@ inline void check_variant(int variant, int count, const char* family) {
 
 inline bool is_aligned(const void* p, std::size_t bytes) {
   return reinterpret_cast<std::uintptr_t>(p) % bytes == 0;
+}
+
+inline bool float4_rows_ok(std::int64_t M, std::initializer_list<const void*> ptrs) {
+  if (M % 4 != 0) return false;
+  for (const void* p : ptrs)
+    if (p && !is_aligned(p, 16)) return false;
+  return true;
 }
 
 int sm_count();  // defined below (inline) so every TU shares one cached value

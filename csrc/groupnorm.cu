@@ -236,11 +236,9 @@ void check_sizes(const char* op, std::int64_t n, std::int64_t c, std::int64_t m,
   if (n * groups > 0x7fffffff || c > 0x7fffffff) throw std::invalid_argument(std::string(op) + ": too many rows");
 }
 
+// float4 loads: variant 2, when the rows and pointers allow them
 bool use_vec(int variant, std::int64_t M, std::initializer_list<const void*> ptrs) {
-  if (variant != 2 || M % 4 != 0) return false;
-  for (const void* p : ptrs)
-    if (p && !is_aligned(p, 16)) return false;
-  return true;
+  return variant == 2 && float4_rows_ok(M, ptrs);
 }
 
 }  // namespace
