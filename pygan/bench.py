@@ -36,8 +36,10 @@ def _pygan_step_fn(image_size, nc, batch, device):
         err_d.backward()
         optD.step()
         G.zero_grad()
+        D.requires_grad_(False)  # as pygan train: D's weight gradients in G's step are not computed
         err_g = F.binary_cross_entropy_with_logits(D(fake), ones)
         err_g.backward()
+        D.requires_grad_(True)
         optG.step()
         return err_d.item() + err_g.item()  # item() waits for the GPU, so the time is the step's
 
@@ -79,8 +81,10 @@ def _torch_step_fn(image_size, nc, batch, device):
         err_d.backward()
         optD.step()
         G.zero_grad()
+        D.requires_grad_(False)  # the same work as pygan's step: no D weight gradients in G's step
         err_g = bce(D(fake).view(-1), ones)
         err_g.backward()
+        D.requires_grad_(True)
         optG.step()
         return err_d.item() + err_g.item()
 
@@ -122,6 +126,8 @@ def machine_description():
         setup = cpu.setup()
         text += (f"; CPU backend numba {setup['numba']}: {setup['numba_threads']} numba / {setup['blas_threads']} BLAS "
                  f"threads ({setup['why']}), GEMM {setup['gemm']}")
+        if setup["gemm_hint"]:
+            text += f". Note: {setup['gemm_hint']}"
     else:
         text += "; CPU backend: the numpy reference"
     return text

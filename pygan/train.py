@@ -529,9 +529,10 @@ class Trainer:
         # G: after every d_steps D steps
         if (self.step + 1) % c.d_steps == 0:
             self.G.zero_grad()
-            out = self._D(self._d_input(fake, sigma), y_fake)
-            err_g = losses.g_loss(c.loss, out)
-            err_g.backward()
+            with _frozen(list(self.D.parameters())):  # D's weight gradients in G's step are never used: not computed
+                out = self._D(self._d_input(fake, sigma), y_fake)
+                err_g = losses.g_loss(c.loss, out)
+                err_g.backward()
             if self.comm is not None:
                 from .distributed import average_gradients
 
@@ -822,6 +823,9 @@ class Trainer:
                     path = os.path.join(c.outf, "real_samples.png")
                     with _writing(path):
                         datasets.save_image_grid(first[:64], path, nrow=8)
+                hint = _cpu_gemm_hint(self.device) if writes else None
+                if hint:
+                    self.log(f"note: {hint}")
                 if c.max_steps is not None and self.step >= c.max_steps:
                     self.log(f"nothing to do: the checkpoint is at step {self.step}, --max-steps is {c.max_steps}")
                 while self.epoch < c.niter and (c.max_steps is None or self.step < c.max_steps):
@@ -1073,6 +1077,30 @@ def _progress(total, done, desc, enabled):
     from tqdm import tqdm
 
     return tqdm(total=total, initial=done, desc=desc, dynamic_ncols=True, file=stream)
+
+
+@contextlib.contextmanager
+def _frozen(params):
+    """requires_grad off for params inside the block, restored after (exceptions included)."""
+    before = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad = False
+    try:
+        yield
+    finally:
+        for p, flag in zip(params, before):
+            p.requires_grad = flag
+
+
+def _cpu_gemm_hint(device):
+    """The CPU backend's one-line hint about a pinned OpenBLAS core (pygan/ops/cpu_runtime.py), or None."""
+    from . import ops
+
+    if device != "cpu" or ops.cpu_backend() is ops.reference:
+        return None
+    from .ops import cpu
+
+    return cpu.setup()["gemm_hint"]
 
 
 def _say(text):

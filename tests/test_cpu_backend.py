@@ -362,6 +362,54 @@ def test_gemm_matches_numpy(rng):
             close(got, want, f"gemm trans_a={ta} trans_b={tb}")
 
 
+
+AVX512 = {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl", "avx2"}
+
+
+@pytest.mark.parametrize(
+    "core, flags, env, hinted",
+    [
+        ("Haswell", AVX512, {"OPENBLAS_CORETYPE": "Haswell"}, True),  # the pin costs speed: say so
+        ("SkylakeX", AVX512, {"OPENBLAS_CORETYPE": "SkylakeX"}, False),
+        ("Haswell", {"avx2"}, {"OPENBLAS_CORETYPE": "Haswell"}, False),  # an AVX2 CPU: nothing better
+        ("Haswell", AVX512, {}, False),  # OpenBLAS chose it itself
+        ("Haswell", AVX512, {"OPENBLAS_CORETYPE": "Haswell", "PYGAN_OPENBLAS_CORE": "Haswell"}, False),
+    ],
+)
+def test_gemm_core_hint(core, flags, env, hinted):
+    hint = cpu_runtime.gemm_core_hint(core, flags=flags, env=env)
+    assert (hint is not None) == hinted, hint
+    if hinted:
+        assert "PYGAN_OPENBLAS_CORE=native" in hint and f"OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']}" in hint
+
+
+@pytest.mark.parametrize("request_core", ["native", "Haswell"])
+def test_pygan_openblas_core_applies_to_pygans_gemm_only(request_core):
+    """PYGAN_OPENBLAS_CORE decides the core scipy's OpenBLAS (pygan's GEMM) loads with, whatever
+    OPENBLAS_CORETYPE says; the variable is restored afterwards and the GEMM still computes."""
+    flags = cpu_runtime.cpu_flags()
+    if not {"avx2", "fma"} <= flags:
+        pytest.skip("needs an AVX2 CPU")
+    code = (
+        "import os, numpy as np; from pygan.ops import cpu_runtime\n"
+        "g = cpu_runtime.Gemm()\n"
+        "a = np.arange(12, dtype=np.float32).reshape(3, 4)\n"
+        "assert np.array_equal(g(a, a, trans_b=True), a @ a.T)\n"
+        "print(os.environ.get('OPENBLAS_CORETYPE'), '|', g.name)\n"
+    )
+    pin = "SkylakeX" if request_core == "Haswell" else "Haswell"
+    env = dict(os.environ, OPENBLAS_CORETYPE=pin, PYGAN_OPENBLAS_CORE=request_core, PYGAN_CPU_GEMM="")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    restored, name = (part.strip() for part in out.split("|"))
+    assert restored == pin
+    assert f"PYGAN_OPENBLAS_CORE={request_core}" in name, name
+    core = name.split("core ", 1)[1].split(" ")[0]
+    if request_core == "Haswell":
+        assert core == "Haswell", name
+    elif set(AVX512) <= flags:
+        assert core != "Haswell", name  # OpenBLAS detected this AVX-512 CPU itself
+
+
 # -- every registry op, through the registry, on both CPU backends ---------------------------------
 
 

@@ -245,3 +245,43 @@ def test_conv_transpose_skips_the_input_gradient_nobody_reads(monkeypatch, rng, 
     for g0, g1 in zip(grads0, grads1):
         assert np.isfinite(g0).all()
         np.testing.assert_allclose(g0, g1, rtol=1e-5, atol=1e-5 * max(np.abs(g1).max(), 1.0))
+
+
+@pytest.mark.parametrize("which", ["cpu", "emulated"])
+@pytest.mark.parametrize("transpose", [False, True])
+@pytest.mark.parametrize("bias", [False, True])
+def test_frozen_conv_computes_only_the_input_gradient(monkeypatch, rng, which, transpose, bias):
+    """A conv whose weight needs no gradient (D frozen in G's step) runs no weight-gradient op in
+    backward; its input gradient is the full backward's, and the weight keeps no gradient."""
+    from pygan import ops
+
+    if which == "emulated":
+        from pygan.ops import emulated
+
+        if not emulated.available():
+            pytest.skip("pygan._emu (host emulation) not built")
+        inner = emulated.backend(poison=True)
+    else:
+        inner = ops.cpu_backend()
+    layer = (nn.ConvTranspose2d(3, 2, 4, 2, 1, bias=bias) if transpose else nn.Conv2d(3, 2, 4, 2, 1, bias=bias))
+    x_data = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    full = {"conv_transpose2d_backward"} if transpose else {"conv2d_backward"}
+    results = []
+    for frozen in (True, False):
+        backend = _CountingBackend(inner)
+        monkeypatch.setattr(ops, "backend_for", lambda array: backend)
+        layer.zero_grad()
+        layer.requires_grad_(not frozen)
+        x = pygan.tensor(x_data, requires_grad=True)
+        y = layer(x)
+        n_forward = len(backend.calls)
+        (y * y).sum().backward()
+        monkeypatch.undo()
+        results.append((backend.calls[n_forward:], x.grad.numpy().copy(), layer.weight.grad))
+    layer.requires_grad_(True)
+    (calls_frozen, gx_frozen, gw_frozen), (calls_full, gx_full, gw_full) = results
+    assert full & set(calls_full), calls_full
+    assert not full & set(calls_frozen) and "conv2d_backward_weight" not in calls_frozen, calls_frozen
+    assert gw_frozen is None and gw_full is not None
+    assert np.isfinite(gx_frozen).all()
+    np.testing.assert_allclose(gx_frozen, gx_full, rtol=1e-5, atol=1e-5 * max(np.abs(gx_full).max(), 1.0))

@@ -204,3 +204,24 @@ def test_resume_at_max_steps_takes_no_step(tmp_path):
     t = Trainer(tiny_config(tmp_path, niter=1, max_steps=2, resume=True), log=said.append).fit()
     assert t.step == 2 and len(read_rows(tmp_path / "log.csv")) == 2
     assert any("nothing to do" in line for line in said)
+
+
+@pytest.mark.parametrize("loss", ["dcgan", "hinge-sn", "wgan-gp"])
+def test_g_step_freezes_d_without_changing_the_run(tmp_path, monkeypatch, loss):
+    """G's step computes no D weight gradients (D's parameters are frozen inside it), and that changes
+    nothing: the run ends bit-identical to one where D stays trainable in G's step, and D's
+    parameters require grad again afterwards."""
+    import contextlib
+
+    from pygan import train
+
+    overrides = dict(recipe=loss, niter=2)  # 6 steps: wgan-gp takes its G step at step 5
+    frozen = Trainer(tiny_config(tmp_path / "frozen", **overrides), log=quiet).fit()
+    assert all(p.requires_grad for p in frozen.D.parameters())
+    monkeypatch.setattr(train, "_frozen", lambda params: contextlib.nullcontext())
+    trainable = Trainer(tiny_config(tmp_path / "trainable", **overrides), log=quiet).fit()
+    a, _ = final_state(frozen)
+    b, _ = final_state(trainable)
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)

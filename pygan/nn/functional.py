@@ -37,9 +37,13 @@ class Conv2dFunction(Function):
 
     def backward(self, dy):
         x, w = self.saved
-        if self.needs_input_grad and not self.needs_input_grad[0]:  # e.g. D's first layer on data
+        need = self.needs_input_grad or (True, True, True)
+        if not need[0]:  # e.g. D's first layer on data
             dw = ops.conv2d_backward_weight(x, dy, w.shape, self.stride, self.padding)
             return None, dw, dy.sum(axis=(0, 2, 3)) if self.has_bias else None
+        if not need[1]:  # a frozen layer (D's in G's step): no weight gradient GEMM
+            dx = ops.conv2d_backward_data(dy, w, x.shape, self.stride, self.padding)
+            return dx, None, dy.sum(axis=(0, 2, 3)) if self.has_bias and need[2] else None
         return ops.conv2d_backward(x, w, dy, self.stride, self.padding, self.has_bias)
 
     def backward_graph(self, dy):
@@ -100,11 +104,15 @@ class ConvTranspose2dFunction(Function):
 
     def backward(self, dy):
         x, w = self.saved
-        if self.needs_input_grad and not self.needs_input_grad[0]:  # e.g. G's first layer on noise
+        need = self.needs_input_grad or (True, True, True)
+        if not need[0]:  # e.g. G's first layer on noise
             # conv-transpose's weight gradient is conv2d's with the roles of x and y swapped; the
             # input gradient (a full strided conv2d of dy) is never computed
             dw = ops.conv2d_backward_weight(dy, x, w.shape, self.stride, self.padding)
             return None, dw, dy.sum(axis=(0, 2, 3)) if self.has_bias else None
+        if not need[1]:  # a frozen layer: the input gradient (conv2d of dy) alone
+            dx = ops.conv2d_forward(dy, w, None, self.stride, self.padding)
+            return dx, None, dy.sum(axis=(0, 2, 3)) if self.has_bias and need[2] else None
         return ops.conv_transpose2d_backward(x, w, dy, self.stride, self.padding, self.output_padding, self.has_bias)
 
     def backward_graph(self, dy):

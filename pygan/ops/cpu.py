@@ -83,7 +83,16 @@ def setup():
     if _gemm is None:
         _gemm = cpu_runtime.Gemm()  # before the thread policy: it may load scipy's BLAS
     policy = cpu_runtime.apply_thread_policy(with_numba=K is not None)
-    return {"gemm": _gemm.name, **policy, "numba": None if K is None else __import__("numba").__version__}
+    hint = cpu_runtime.gemm_core_hint(_corename_of_gemm())
+    return {"gemm": _gemm.name, **policy, "numba": None if K is None else __import__("numba").__version__,
+            "gemm_hint": hint}
+
+
+def _corename_of_gemm():
+    from . import cpu_runtime
+
+    handle = cpu_runtime.scipy_blas_handle() if _gemm.fblas is not None else cpu_runtime.numpy_blas()
+    return cpu_runtime._corename(handle)
 
 
 def _fast(x):

@@ -24,10 +24,14 @@ GEMM
     so C-ordered operands are never copied), into outputs the caller owns; numpy's matmul when
     scipy's BLAS cannot be had, or with PYGAN_CPU_GEMM=numpy. scipy ships its own OpenBLAS,
     separate from numpy's; both threads counts are set by the policy above. OpenBLAS chooses its
-    kernels when it loads, from the CPU or from OPENBLAS_CORETYPE when that is set: pygan leaves
-    that choice alone and names the core it got (benchmarks print it). The GEMMs are most of a
-    step, so a host whose environment pins an older core (OPENBLAS_CORETYPE=Haswell on an AVX-512
-    CPU) runs them on AVX2 kernels; benchmarks/results/README.md has figures both ways.
+    kernels when it loads, from the CPU or from OPENBLAS_CORETYPE when that is set, and pygan names
+    the core it got (benchmarks print it). The GEMMs are most of a step, so a host whose environment
+    pins an older core (OPENBLAS_CORETYPE=Haswell on an AVX-512 CPU) runs them on AVX2 kernels at
+    about 0.6x the speed (benchmarks/results/README.md). pygan does not overrule that variable on
+    its own: PYGAN_OPENBLAS_CORE=native (the CPU's own core) or =<core name> (SkylakeX, Haswell,
+    ...) is the explicit opt-in; it applies to scipy's OpenBLAS, pygan's GEMM, when pygan is the
+    first to load it (numpy's BLAS and any other library are left alone), and
+    gemm_core_hint() says when the environment's pin costs speed on this CPU.
 """
 
 import ctypes
@@ -204,7 +208,9 @@ class Gemm:
             self.note = "PYGAN_CPU_GEMM=numpy"
             return
         try:
-            from scipy.linalg import blas as fblas
+            with _openblas_core_for_loading(os.environ.get("PYGAN_OPENBLAS_CORE", "")) as note:
+                from scipy.linalg import blas as fblas
+            self.note = note
         except ImportError as exc:  # pragma: no cover - scipy is a dependency
             self.note = f"scipy.linalg.blas unavailable ({exc})"
             return
@@ -216,6 +222,8 @@ class Gemm:
         if self.fblas is None:
             core = _corename(numpy_blas())
             return f"numpy matmul ({core or 'unknown BLAS'}{pinned})" + (f"; {self.note}" if self.note else "")
+        if self.note:
+            pinned = f" ({self.note})"
         return f"scipy OpenBLAS sgemm, core {_corename(scipy_blas_handle()) or 'unknown'}{pinned}"
 
     def __call__(self, a, b, trans_a=False, trans_b=False, out=None):
@@ -233,6 +241,58 @@ class Gemm:
         if r.ctypes.data != out.ctypes.data:  # pragma: no cover - f2py copied instead of writing in place
             out[...] = r.T
         return out
+
+
+# OpenBLAS cores whose sgemm kernels need AVX-512 (F, CD, BW, DQ, VL), and the AVX2-only ones
+_AVX512_FLAGS = ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl")
+_AVX512_CORES = ("skylakex", "cooperlake", "sapphirerapids")
+
+
+class _openblas_core_for_loading:
+    """Context manager around the first load of scipy's OpenBLAS: with PYGAN_OPENBLAS_CORE set,
+    OPENBLAS_CORETYPE is what it asks for while the library loads (OpenBLAS reads it once, then),
+    and is restored afterwards. Yields the note Gemm.name shows ("" when nothing was asked)."""
+
+    def __init__(self, request):
+        self.request = request.strip()
+        self.saved = None
+        self.active = False
+
+    def __enter__(self):
+        if not self.request:
+            return ""
+        if scipy_blas_handle() is not None:
+            return f"PYGAN_OPENBLAS_CORE={self.request} not applied: scipy's OpenBLAS was already loaded"
+        self.saved = os.environ.get("OPENBLAS_CORETYPE")
+        if self.request.lower() == "native":
+            os.environ.pop("OPENBLAS_CORETYPE", None)  # OpenBLAS then detects the CPU itself
+        else:
+            os.environ["OPENBLAS_CORETYPE"] = self.request
+        self.active = True
+        return f"PYGAN_OPENBLAS_CORE={self.request}"
+
+    def __exit__(self, *exc):
+        if self.active:
+            if self.saved is None:
+                os.environ.pop("OPENBLAS_CORETYPE", None)
+            else:
+                os.environ["OPENBLAS_CORETYPE"] = self.saved
+        return False
+
+
+def gemm_core_hint(core, flags=None, env=None):
+    """One line when OPENBLAS_CORETYPE pins an AVX2 core for pygan's GEMM on a CPU with AVX-512,
+    else None."""
+    env = os.environ if env is None else env
+    flags = cpu_flags() if flags is None else flags
+    pinned = env.get("OPENBLAS_CORETYPE", "").strip()
+    if not pinned or env.get("PYGAN_OPENBLAS_CORE", "").strip() or not core:
+        return None
+    if all(f in flags for f in _AVX512_FLAGS) and not core.lower().startswith(_AVX512_CORES):
+        return (f"OPENBLAS_CORETYPE={pinned} gives pygan's GEMMs OpenBLAS's {core} (AVX2) kernels on this AVX-512 "
+                f"CPU; PYGAN_OPENBLAS_CORE=native lets OpenBLAS pick the CPU's own (about 1.7x faster GEMMs measured "
+                f"on an AVX-512 AMD EPYC)")
+    return None
 
 
 def numba_threading_layer():
