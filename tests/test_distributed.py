@@ -219,7 +219,10 @@ def test_two_ranks_sync_bn_equal_one_process_and_resume(mpirun, one_process, tmp
     assert out.returncode == 0, out.stdout + out.stderr
     resumed, _ = _weights(os.path.join(outf, "checkpoint.safetensors"))
     straight, _ = _weights(str(one_process / "5" / "checkpoint.safetensors"))
-    assert _max_diff(resumed, straight) < 2e-5
+    # 5 steps: Adam's normalised steps turn float32 rounding differences in near-zero gradients (one
+    # process runs batch norm + leaky ReLU fused, sync-BN does not) into weight differences of a
+    # fraction of lr (2e-4): 5.7e-5 measured. Per-rank statistics (no --sync-bn) differ by 3e-3 here.
+    assert _max_diff(resumed, straight) < 4e-4
 
     out = _train([], *TINY, "--max-steps", "7", "--outf", outf, "--resume")
     assert out.returncode == 2

@@ -285,3 +285,92 @@ def test_frozen_conv_computes_only_the_input_gradient(monkeypatch, rng, which, t
     assert gw_frozen is None and gw_full is not None
     assert np.isfinite(gx_frozen).all()
     np.testing.assert_allclose(gx_frozen, gx_full, rtol=1e-5, atol=1e-5 * max(np.abs(gx_full).max(), 1.0))
+
+
+def _unfused_forward(seq, x):
+    """What nn.Sequential computed before fusing: each module in turn."""
+    for m in seq:
+        x = m(x)
+    return x
+
+
+@pytest.mark.parametrize("which", ["cpu", "reference", "emulated"])
+@pytest.mark.parametrize("act", ["leaky", "relu"])
+@pytest.mark.parametrize("training", [True, False])
+def test_sequential_fuses_batch_norm_and_activation(monkeypatch, rng, which, act, training):
+    """A BatchNorm2d followed by a LeakyReLU or ReLU in nn.Sequential runs as the fused op (one call,
+    no separate activation op) and gives the unfused result: outputs, input and parameter gradients,
+    running statistics."""
+    from pygan import ops
+    from pygan.ops import reference
+
+    if which == "emulated":
+        from pygan.ops import emulated
+
+        if not emulated.available():
+            pytest.skip("pygan._emu (host emulation) not built")
+        inner = emulated.backend(poison=True)
+    else:
+        inner = reference if which == "reference" else ops.cpu_backend()
+    activation = nn.LeakyReLU(0.2) if act == "leaky" else nn.ReLU()
+    seq = nn.Sequential(nn.Conv2d(2, 3, 3, 1, 1), nn.BatchNorm2d(3), activation, nn.Conv2d(3, 2, 1))
+    seq.train(training)
+    bn = seq[1]
+    bn.weight.data[...] = rng.uniform(0.5, 1.5, 3)
+    bn.bias.data[...] = rng.standard_normal(3)
+    bn.running_mean.data[...] = rng.standard_normal(3)
+    bn.running_var.data[...] = rng.uniform(0.5, 2.0, 3)
+    x_data = rng.standard_normal((4, 2, 5, 5)).astype(np.float32)
+    dy = rng.standard_normal((4, 2, 5, 5)).astype(np.float32)
+    results = []
+    for forward in (seq.forward, lambda x: _unfused_forward(seq, x)):
+        state = {k: v.numpy().copy() for k, v in seq.state_dict().items()}
+        backend = _CountingBackend(inner)
+        monkeypatch.setattr(ops, "backend_for", lambda array: backend)
+        seq.zero_grad()
+        x = pygan.tensor(x_data, requires_grad=True)
+        y = forward(x)
+        y.backward(pygan.tensor(dy))
+        monkeypatch.undo()
+        results.append((backend.calls, y.numpy().copy(), x.grad.numpy().copy(),
+                        {n: p.grad.numpy().copy() for n, p in seq.named_parameters()},
+                        {k: v.numpy().copy() for k, v in seq.state_dict().items()}))
+        for k, v in seq.state_dict().items():  # the same starting point for the second run
+            v.data[...] = state[k]
+    (calls_f, y_f, gx_f, gp_f, st_f), (calls_u, y_u, gx_u, gp_u, st_u) = results
+    assert "batch_norm_leaky_relu_forward" in calls_f and "batch_norm_leaky_relu_backward" in calls_f
+    assert "leaky_relu_forward" not in calls_f and "batch_norm_forward" not in calls_f, calls_f
+    assert "leaky_relu_forward" in calls_u
+    tol = dict(rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(y_f, y_u, **tol)
+    np.testing.assert_allclose(gx_f, gx_u, **tol)
+    for name in gp_u:
+        np.testing.assert_allclose(gp_f[name], gp_u[name], rtol=1e-4, atol=1e-4, err_msg=name)
+    for name in st_u:
+        np.testing.assert_allclose(st_f[name], st_u[name], rtol=1e-6, atol=1e-6, err_msg=name)
+
+
+def test_fused_batch_norm_activation_double_backward_matches_unfused(rng):
+    """create_graph through the fused op (what a gradient penalty on a batch-norm D does) gives the
+    unfused composition's second-order gradients (float64 reference)."""
+    seq = nn.Sequential(nn.BatchNorm2d(3), nn.LeakyReLU(0.2))
+    seq.to("cpu")
+    for t in list(seq.parameters()) + [seq[0].running_mean, seq[0].running_var]:
+        t.data = t.data.astype(np.float64)
+    seq[0].weight.data[...] = rng.uniform(0.5, 1.5, 3)
+    seq[0].bias.data[...] = rng.standard_normal(3)
+    x_data = rng.standard_normal((4, 3, 3, 3))
+    w_out = rng.standard_normal((4, 3, 3, 3))
+    grads = []
+    for forward in (seq.forward, lambda x: _unfused_forward(seq, x)):
+        seq.zero_grad()
+        x = pygan.tensor(x_data, requires_grad=True)
+        y = forward(x)
+        (gx,) = pygan.autograd.grad((y * pygan.tensor(w_out)).sum(), [x], create_graph=True)
+        (gx * gx).sum().backward()
+        grads.append([t.grad if t.grad is None else t.grad.numpy().copy() for t in [x, *seq.parameters()]])
+    assert grads[0][0] is not None and grads[0][1] is not None  # x and gamma get second-order gradients
+    for a, b in zip(*grads):
+        assert (a is None) == (b is None)  # beta's (0: it enters gx only through the constant mask) in both
+        if a is not None:
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-10)

@@ -171,6 +171,44 @@ class BatchNormFunction(Function):
         return dx, dgamma, dbeta
 
 
+class BatchNormLeakyReLUFunction(Function):
+    """leaky_relu(batch_norm(x)) as one Function over the fused ops (slope 0: ReLU): one pass less
+    over the activations in each direction, and no intermediate kept for backward (the
+    pre-activation is recomputed from x, mean and rstd)."""
+
+    def __init__(self, running_mean, running_var, training, momentum, eps, negative_slope):
+        self.running_mean, self.running_var = running_mean, running_var
+        self.training, self.momentum, self.eps, self.negative_slope = training, momentum, eps, negative_slope
+
+    def forward(self, x, gamma, beta):
+        y, mean, rstd = ops.batch_norm_leaky_relu_forward(
+            x, gamma, beta, self.running_mean, self.running_var, self.training, self.momentum, self.eps,
+            self.negative_slope,
+        )
+        self.saved = x, gamma, beta, mean, rstd
+        self.running_mean = self.running_var = None
+        return y
+
+    def backward(self, dy):
+        x, gamma, beta, mean, rstd = self.saved
+        return ops.batch_norm_leaky_relu_backward(x, gamma, beta, dy, mean, rstd, self.training, self.negative_slope)
+
+    def backward_graph(self, dy):
+        """The activation's gradient (a mask, constant in x) applied to dy, then batch norm's graph."""
+        x, gamma, beta, mean, rstd = self.saved
+        shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+        z = (x - mean.reshape(shape)) * rstd.reshape(shape)
+        if gamma is not None:
+            z = z * gamma.reshape(shape)
+        if beta is not None:
+            z = z + beta.reshape(shape)
+        g = LeakyReLUGrad(z, self.negative_slope)(dy)
+        bn = BatchNormFunction(None, None, self.training, self.momentum, self.eps)
+        bn.inputs, bn.saved = self.inputs, (x, gamma, mean, rstd)
+        bn.needs_input_grad, bn.grad_mask = self.needs_input_grad, self.grad_mask
+        return bn.backward_graph(g)
+
+
 class GroupNormFunction(Function):
     """group_norm over the registry ops; saves x, gamma and the forward's (mean, rstd)."""
 
@@ -417,6 +455,18 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     rm = None if running_mean is None else running_mean.data
     rv = None if running_var is None else running_var.data
     return BatchNormFunction(rm, rv, training, momentum, eps)(input, weight, bias)
+
+
+def batch_norm_leaky_relu(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
+                          eps=1e-5, negative_slope=0.0):
+    """leaky_relu(batch_norm(input, ...), negative_slope), fused (what nn.Sequential runs for a
+    BatchNorm2d followed by a LeakyReLU or ReLU)."""
+    _check_tensor("batch_norm_leaky_relu", "input", input)
+    for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight), ("bias", bias)):
+        _check_tensor("batch_norm_leaky_relu", name, t, optional=True)
+    rm = None if running_mean is None else running_mean.data
+    rv = None if running_var is None else running_var.data
+    return BatchNormLeakyReLUFunction(rm, rv, training, momentum, eps, negative_slope)(input, weight, bias)
 
 
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):

@@ -269,21 +269,24 @@ class BatchNorm2d(Module):
             self.running_mean = self.running_var = self.num_batches_tracked = None
         self.process_group = None  # a pygan.distributed communicator: sync-BN over its ranks while training
 
-    def forward(self, x):
+    def forward(self, x, negative_slope=None):
+        """negative_slope: apply leaky_relu (0: ReLU) after, fused (nn.Sequential passes it for a
+        BatchNorm2d followed by a LeakyReLU or ReLU); None: batch norm alone."""
         if isinstance(x, Tensor) and x.ndim != 4:
             raise ValueError(f"BatchNorm2d: expected 4-D input (N, C, H, W), got shape {x.shape}")
         use_batch_stats = self.training or not self.track_running_stats
         if self.training and self.track_running_stats:
             self.num_batches_tracked.data += 1
+        running = ((self.running_mean, self.running_var) if self.track_running_stats else (None, None))
         if self.process_group is not None and use_batch_stats:
             from ..distributed import sync_batch_norm
 
-            return sync_batch_norm(x, self.running_mean if self.track_running_stats else None,
-                                   self.running_var if self.track_running_stats else None,
-                                   self.weight, self.bias, self.momentum, self.eps, self.process_group)
-        return F.batch_norm(x, self.running_mean if self.track_running_stats else None,
-                            self.running_var if self.track_running_stats else None,
-                            self.weight, self.bias, use_batch_stats, self.momentum, self.eps)
+            y = sync_batch_norm(x, *running, self.weight, self.bias, self.momentum, self.eps, self.process_group)
+            return y if negative_slope is None else F.leaky_relu(y, negative_slope)
+        if negative_slope is not None:
+            return F.batch_norm_leaky_relu(x, *running, self.weight, self.bias, use_batch_stats, self.momentum,
+                                           self.eps, negative_slope)
+        return F.batch_norm(x, *running, self.weight, self.bias, use_batch_stats, self.momentum, self.eps)
 
     def extra_repr(self):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}"
@@ -460,6 +463,15 @@ class Flatten(Module):
         return x.flatten(self.start_dim)
 
 
+def _fusable_activation(m):
+    """The slope of a LeakyReLU (0 for ReLU) that nn.Sequential may fuse into the BatchNorm2d before it, else None."""
+    if type(m) is LeakyReLU:
+        return float(m.negative_slope)
+    if type(m) is ReLU:
+        return 0.0
+    return None
+
+
 class Sequential(Module):
     def __init__(self, *modules):
         super().__init__()
@@ -482,8 +494,17 @@ class Sequential(Module):
         return iter(self._modules.values())
 
     def forward(self, x):
-        for m in self._modules.values():
-            x = m(x)
+        modules = list(self._modules.values())
+        i = 0
+        while i < len(modules):
+            m = modules[i]
+            slope = _fusable_activation(modules[i + 1]) if i + 1 < len(modules) and type(m) is BatchNorm2d else None
+            if slope is not None:  # BatchNorm2d + (Leaky)ReLU: one fused op, the same result
+                x = m(x, negative_slope=slope)
+                i += 2
+            else:
+                x = m(x)
+                i += 1
         return x
 
 

@@ -291,6 +291,33 @@ def batch_norm_backward(x, gamma, dy, mean, rstd, training):
     return backend_for(x).batch_norm_backward(x, gamma, dy, mean, rstd, bool(training))
 
 
+def batch_norm_leaky_relu_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps, negative_slope):
+    """batch_norm_forward then leaky_relu_forward in one op (the backends fuse them: one pass less
+    over the activations each way); (y, mean, rstd) as batch_norm_forward. Not a registry pair of
+    its own: reference.batch_norm_leaky_relu_* is its specification, the composition."""
+    _check_batch_norm(x, gamma, beta, running_mean, running_var, "batch_norm_leaky_relu")
+    if not training and (running_mean is None or running_var is None):
+        raise ValueError("batch_norm_leaky_relu: evaluation mode (training=False) needs running_mean and running_var")
+    if training and (x.shape[1] == 0 or x.size // x.shape[1] < 2):
+        raise ValueError(f"batch_norm_leaky_relu: training needs more than one value per channel, got input shape {_shape(x)}")
+    momentum, eps = _number("batch_norm_leaky_relu", "momentum", momentum), _number("batch_norm_leaky_relu", "eps", eps)
+    if not eps > 0:
+        raise ValueError(f"batch_norm_leaky_relu: eps must be positive, got {eps}")
+    slope = _number("batch_norm_leaky_relu", "negative_slope", negative_slope)
+    return backend_for(x).batch_norm_leaky_relu_forward(x, gamma, beta, running_mean, running_var, bool(training),
+                                                        float(momentum), float(eps), float(slope))
+
+
+def batch_norm_leaky_relu_backward(x, gamma, beta, dy, mean, rstd, training, negative_slope):
+    op = "batch_norm_leaky_relu_backward"
+    _check_float(op, mean=mean, rstd=rstd)
+    _check_batch_norm(x, gamma, beta, mean, rstd, op)
+    _check_float(op, input=x, grad_output=dy)
+    _check_grad(op, "grad_output", dy, x.shape)
+    return backend_for(x).batch_norm_leaky_relu_backward(x, gamma, beta, dy, mean, rstd, bool(training),
+                                                         float(_number(op, "negative_slope", negative_slope)))
+
+
 def _pointwise_backward_check(op, ref, dy):
     _check_float(op, input=ref, grad_output=dy)
     _check_grad(op, "grad_output", dy, ref.shape)
