@@ -24,6 +24,8 @@ import pytest
 
 from pygan import ops
 from pygan.ops import cpu, cpu_runtime
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from pygan.ops import reference as R
 
 hypothesis = pytest.importorskip("hypothesis")
@@ -267,7 +269,7 @@ def test_registry_dispatches_numpy_to_the_cpu_backend():
 def _run(code, **env):
     full = dict(os.environ, **env)
     full.pop("PYGAN_CPU_BACKEND", None) if "PYGAN_CPU_BACKEND" not in env else None
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full, timeout=300)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full, timeout=300, cwd=ROOT)
 
 
 OP_CALL = (
@@ -399,7 +401,7 @@ def test_pygan_openblas_core_applies_to_pygans_gemm_only(request_core):
     )
     pin = "SkylakeX" if request_core == "Haswell" else "Haswell"
     env = dict(os.environ, OPENBLAS_CORETYPE=pin, PYGAN_OPENBLAS_CORE=request_core, PYGAN_CPU_GEMM="")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd=ROOT).stdout
     restored, name = (part.strip() for part in out.split("|"))
     assert restored == pin
     assert f"PYGAN_OPENBLAS_CORE={request_core}" in name, name

@@ -35,6 +35,8 @@ def _module_or_skip(name):
 def _run_worker(module, examples, seed=None, timeout=600):
     cmd = [sys.executable, str(WORKER), module, str(examples)] + ([str(seed)] if seed is not None else [])
     env = dict(os.environ, PYGAN_FUZZ_TRACE="1")  # the last "calling ..." line names a crashing call
+    # the checkout under test, whether or not (or wherever) pygan is installed
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent)] + [p for p in [env.get("PYTHONPATH")] if p])
     proc = subprocess.run(cmd, cwd=HERE.parent, env=env, capture_output=True, text=True, timeout=timeout)
     tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
     replay = f"replay: python tests/_fuzz_bindings.py {module} {examples}" + (f" {seed}" if seed is not None else "")
