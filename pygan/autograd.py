@@ -489,7 +489,11 @@ def _as_operand(other, like):
         return other
     if isinstance(other, (int, float, np.integer, np.floating)):
         xp = array_module(like.data)
-        return Tensor(xp.asarray(other, dtype=like.dtype))
+        if xp is np:
+            return Tensor(np.asarray(other, dtype=like.dtype))
+        # On the GPU a fill kernel with the value as its argument, not a host-to-device copy:
+        # a copy inside a captured CUDA graph would re-read a host buffer CuPy may since have reused.
+        return Tensor(xp.full((), other, dtype=like.dtype))
     if isinstance(other, np.ndarray) or is_cupy_array(other):
         return Tensor(other)
     raise TypeError(f"unsupported operand type {type(other).__name__} for a Tensor operation")
