@@ -120,7 +120,9 @@ class CupyGraphs:
 
     def copy_in(self, dst, host):
         """host (numpy) -> dst (a static device buffer), ordered on the stream."""
-        dst.set(host, stream=self.stream)
+        import numpy as np
+
+        dst.set(np.ascontiguousarray(host, dtype=dst.dtype), stream=self.stream)
 
     def read(self, arrays):
         """The summaries, as one host array: the step's one synchronisation."""
