@@ -208,6 +208,30 @@ sys.exit(0 if worst < 1e-4 else 1)
 PY
 }
 
+# --cuda-graph against eager for the same seed (pygan.cuda_graph): after warm-up the graph run
+# replays captured D and G steps; its weights must equal the eager run's within float32 tolerance,
+# and it must not have fallen back (no "training eagerly" line).
+cuda_graph_check() {
+  local args=(--dataset fake --nc 1 --fake-size 1024 --batchSize 64 --max-steps 12 --device cuda --manualSeed 5
+              --eval-every 0 --no-progress --overwrite)
+  "$PY" -m pygan train "${args[@]}" --outf "$OUT/graph_eager" &&
+  "$PY" -m pygan train "${args[@]}" --cuda-graph --outf "$OUT/graph_replayed" 2>"$OUT/graph_replayed.stderr" &&
+  cat "$OUT/graph_replayed.stderr" &&
+  ! grep -q "training eagerly" "$OUT/graph_replayed.stderr" &&
+  "$PY" - "$OUT/graph_eager" "$OUT/graph_replayed" <<'PY'
+import csv, sys
+import numpy as np
+from pygan import checkpoint
+a, _ = checkpoint.load(sys.argv[1] + "/checkpoint.safetensors")
+b, _ = checkpoint.load(sys.argv[2] + "/checkpoint.safetensors")
+worst = max(float(np.abs(a[k].astype(np.float64) - b[k]).max()) for k in a if a[k].dtype.kind == "f" and a[k].size)
+rows = [list(csv.DictReader(open(d + "/log.csv"))) for d in sys.argv[1:]]
+loss = max(abs(float(x[c]) - float(y[c])) for x, y in zip(*rows) for c in ("loss_D", "loss_G"))
+print(f"--cuda-graph vs eager after 12 steps: max |weight/state difference| {worst:.3g}, max |loss difference| {loss:.3g}")
+sys.exit(0 if worst < 1e-4 and loss < 1e-4 else 1)
+PY
+}
+
 write_report
 section build 900 build
 section cuda_available 120 check_cuda
@@ -217,6 +241,7 @@ EMU_TESTS=$(ls tests/test_emulated*.py tests/test_ops_parity.py 2>/dev/null | tr
 section pytest_emulation 900 "$PY" -m pytest -q -rfEs $EMU_TESTS
 section end_to_end 600 end_to_end
 section nccl_smoke 300 nccl_smoke
+section cuda_graph_check 300 cuda_graph_check
 if [ "${SUITE_FULL_TESTS:-0}" = 1 ]; then
   section pytest_full 2400 "$PY" -m pytest -q -rfEs -m "not cuda and not slow" tests
 fi

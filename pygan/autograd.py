@@ -107,6 +107,8 @@ class Tensor:
     """An array with an optional gradient and the Function that produced it."""
 
     __array_priority__ = 1000  # numpy scalars on the left defer to Tensor's operators
+    # A view of a flat gradient buffer (optim.FlatBuffers) that backward accumulates into, in place
+    _grad_buffer = None
 
     def __init__(self, data, requires_grad=False):
         if isinstance(data, Tensor):
@@ -372,6 +374,15 @@ def _accumulate_leaf(x, g):
         g = _sum_to(g, x.shape)
     if g.dtype != x.dtype:
         g = g.astype(x.dtype)
+    buf = x._grad_buffer
+    if buf is not None and (x.grad is None or x.grad.data is buf):
+        # the flat layout: the same additions, written into the gradient buffer's view
+        if x.grad is None:
+            buf[...] = g
+            x.grad = Tensor(buf)
+        else:
+            buf += g
+        return
     x.grad = Tensor(g.copy() if x.grad is None else x.grad.data + g)
 
 
@@ -478,7 +489,11 @@ def _as_operand(other, like):
         return other
     if isinstance(other, (int, float, np.integer, np.floating)):
         xp = array_module(like.data)
-        return Tensor(xp.asarray(other, dtype=like.dtype))
+        if xp is np:
+            return Tensor(np.asarray(other, dtype=like.dtype))
+        # On the GPU a fill kernel with the value as its argument, not a host-to-device copy:
+        # a copy inside a captured CUDA graph would re-read a host buffer CuPy may since have reused.
+        return Tensor(xp.full((), other, dtype=like.dtype))
     if isinstance(other, np.ndarray) or is_cupy_array(other):
         return Tensor(other)
     raise TypeError(f"unsupported operand type {type(other).__name__} for a Tensor operation")

@@ -68,6 +68,13 @@ def _add_train(sub):
                    help="evaluate (pygan eval's metrics) every N D steps; 0: never; default: at each epoch's end "
                         "on the GPU, never on the CPU")
     p.add_argument("--eval-n", type=int, default=10000, help="samples per evaluation (< 10000 is biased)")
+    g = p.add_argument_group("speed (the numbers do not change; a checkpoint resumes with or without them)")
+    g.add_argument("--cuda-graph", action="store_true",
+                   help="after a few eager steps, replay D's and G's forward and backward as captured CUDA graphs "
+                        "(implies --flat-params); where a run cannot, one line says why and it trains eagerly")
+    g.add_argument("--flat-params", action="store_true",
+                   help="each optimiser keeps parameters, gradients and state in one buffer per role: one update "
+                        "launch per step")
     p.add_argument("--no-keep-best", action="store_true",
                    help="do not keep OUTF/checkpoint-best.safetensors (the lowest Frechet distance so far)")
     g = p.add_argument_group("data-parallel training (mpirun -np N pygan train ...; --batchSize is the global batch)")
@@ -244,6 +251,7 @@ def _train(args, comm):
         channels=args.nc, fake_size=args.fake_size, progress=not args.no_progress, eval_every=args.eval_every,
         eval_n=args.eval_n, keep_best=not args.no_keep_best,
         distributed=comm is not None, sync_bn=args.sync_bn, dist_timeout=args.dist_timeout,
+        cuda_graph=args.cuda_graph, flat_params=args.flat_params,
     )
     trainer = Trainer(config, comm=comm)
     say(f"options: {describe(config)}")

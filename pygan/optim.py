@@ -5,6 +5,14 @@ tensors at once (one launch on the GPU); these classes keep the per-parameter st
 hyper-parameters. `Optimizer` holds what both share: parameter groups, the per-parameter state
 (a "step" count plus named arrays shaped like the parameter), `zero_grad`, and `state_dict` /
 `load_state_dict` in PyTorch's layout (state by parameter index, param_groups with indices).
+
+`flat=True` keeps every parameter, its gradient and each optimiser state array as a view into one
+contiguous buffer per role (FlatBuffers): the Tensors module.parameters() hands out stay the same
+objects, their `.data` becomes a view of the parameter buffer, backward accumulates into views of
+the gradient buffer, and zero_grad clears that buffer in one call. A step whose parameters all have
+a gradient at the same step count is then ONE kernel launch over one tensor per role; any other
+step updates the views one by one. The update is elementwise, so both give bitwise the same result,
+and state_dict / load_state_dict (hence checkpoints) are the same in both layouts.
 """
 
 from . import ops
@@ -16,10 +24,11 @@ class Optimizer:
 
     _check_hyper(group)       ValueError naming a bad hyper-parameter (normalise it in place first)
     _state_names(group)       the names of the state arrays a parameter of this group needs
-    _update(group, items)     one update of [(param, state)], all with the same step, device, dtype
+    _kernel(group, params, grads, states, step)
+                              one update of those arrays ({state name: arrays}), all at `step`
     """
 
-    def __init__(self, params, defaults):
+    def __init__(self, params, defaults, flat=False):
         name = type(self).__name__
         self._check_hyper(defaults)
         params = list(params)
@@ -43,6 +52,7 @@ class Optimizer:
                 seen.add(id(p))
             self.param_groups.append(group)
         self.state = {}  # id(param) -> {"step": int, <state name>: array, ...}
+        self.flat = FlatBuffers(self.param_groups, name) if flat else None
 
     def _params(self):
         for group in self.param_groups:
@@ -50,6 +60,12 @@ class Optimizer:
                 yield group, p
 
     def zero_grad(self, set_to_none=True):
+        if self.flat is not None:
+            self.flat.adopt()
+            self.flat.grads.fill(0)  # one call for every gradient
+            for _, p in self._params():
+                p.grad = None if set_to_none else Tensor(self.flat.grad_view(p))
+            return
         for _, p in self._params():
             if set_to_none or p.grad is None:
                 p.grad = None
@@ -69,13 +85,19 @@ class Optimizer:
             self.state[id(p)] = st
         for n in names:  # e.g. a momentum buffer once momentum is turned on
             if n not in st:
-                st[n] = array_module(p.data).zeros_like(p.data)
+                if self.flat is not None:
+                    st[n] = self.flat.state_view(n, p)
+                    st[n][...] = 0
+                else:
+                    st[n] = array_module(p.data).zeros_like(p.data)
         return st
 
     def step(self):
         """One update of every parameter that has a gradient; parameters with the same step count,
-        device and dtype go to the kernel together."""
-        for group in self.param_groups:
+        device and dtype go to the kernel together (flat: the whole group as one tensor when it can)."""
+        if self.flat is not None:
+            self.flat.adopt()
+        for gi, group in enumerate(self.param_groups):
             batches = {}
             for p in group["params"]:
                 if p.grad is None:
@@ -84,11 +106,33 @@ class Optimizer:
                     raise ValueError(
                         f"{type(self).__name__}: a gradient is on {p.grad.device} but its parameter is on {p.device}"
                     )
+                if self.flat is not None:
+                    self.flat.adopt_grad(p)
                 st = self._param_state(group, p)
                 st["step"] += 1
                 batches.setdefault((st["step"], p.device, p.dtype), []).append((p, st))
-            for items in batches.values():
-                self._update(group, items)
+            if self.flat is not None and self._flat_update(gi, group, batches):
+                continue
+            for (step, _, _), items in batches.items():
+                states = {n: [s[n] for _, s in items] for n in self._state_names(group)}
+                self._kernel(group, [p.data for p, _ in items], [p.grad.data for p, _ in items], states, step)
+
+    def _flat_update(self, gi, group, batches):
+        """The whole group as one tensor per role, when every parameter has a gradient at the same
+        step (a parameter without one must not move: the per-tensor path skips it)."""
+        if len(batches) != 1 or not self._flat_ok(group):
+            return False
+        ((step, _, _), items), = batches.items()
+        if len(items) != len(group["params"]):
+            return False
+        lo, hi = self.flat.group_ranges[gi]
+        states = {n: [self.flat.state[n][lo:hi]] for n in self._state_names(group)}
+        self._kernel(group, [self.flat.params[lo:hi]], [self.flat.grads[lo:hi]], states, step)
+        return True
+
+    def _flat_ok(self, group):
+        """Whether the padding between tensors stays finite (zero) under the update."""
+        return group["eps"] > 0
 
     def state_dict(self):
         """PyTorch's layout: state by parameter index, param_groups with indices."""
@@ -136,6 +180,10 @@ class Optimizer:
                     if tuple(a.shape) != p.shape:
                         raise ValueError(f"{name}.load_state_dict: {n} of parameter {key} has shape {tuple(a.shape)}, expected {p.shape}")
                     arrays[n] = to_device(a, p.device).astype(p.dtype, copy=True)
+                    if self.flat is not None:  # into the state buffer's view: the layout is kept
+                        view = self.flat.state_view(n, p)
+                        view[...] = arrays[n]
+                        arrays[n] = view
                 new_state[id(p)] = {"step": int(st["step"]), **arrays}
         for hyper, group in zip(hypers, self.param_groups):
             group.update(hyper)
@@ -148,8 +196,99 @@ class Optimizer:
     def _state_names(self, group):
         raise NotImplementedError
 
-    def _update(self, group, items):
+    def _kernel(self, group, params, grads, states, step):
+        """One update of the arrays `params` (with `grads` and `states`: {state name: arrays}),
+        all at step count `step`."""
         raise NotImplementedError
+
+
+class FlatBuffers:
+    """All of an optimiser's parameters, gradients and state arrays as views into one contiguous
+    1-D buffer per role (params, grads, one per state name), in param_groups order; each tensor
+    starts at a multiple of 4 elements (16-byte aligned views for the float4 kernels). The padding
+    is zero in every buffer and an update keeps it zero. group_ranges[i]: group i's [start, end).
+
+    The parameters keep their identity: p.data becomes a view of `params` (its values copied in),
+    p._grad_buffer a view of `grads` that autograd accumulates into. Code that replaces p.data or
+    p.grad instead of writing into them is tolerated: adopt() / adopt_grad() copy the new array
+    into the buffer and restore the view (same values, so the update is unchanged)."""
+
+    ALIGN = 4
+
+    def __init__(self, param_groups, owner="optimiser"):
+        params = [p for g in param_groups for p in g["params"]]
+        kinds = {(p.device, p.dtype) for p in params}
+        if len(kinds) != 1:
+            raise ValueError(f"{owner}(flat=True): every parameter must be on one device with one dtype, got "
+                             + ", ".join(sorted(f"{d} {t}" for d, t in kinds)))
+        self.xp = array_module(params[0].data)
+        self.dtype = params[0].dtype
+        self.offsets = {}
+        self.group_ranges = []
+        at = 0
+        for g in param_groups:
+            start = at
+            for p in g["params"]:
+                self.offsets[id(p)] = (at, p.shape)
+                at += -(-max(p.numel(), 1) // self.ALIGN) * self.ALIGN
+            self.group_ranges.append((start, at))
+        self.size = at
+        self.params = self.xp.zeros(at, dtype=self.dtype)
+        self.grads = self.xp.zeros(at, dtype=self.dtype)
+        self.state = {}
+        self._params = params
+        self._param_views, self._grad_views = {}, {}
+        for p in params:
+            view = self._view(self.params, p)
+            view[...] = p.data
+            p.data = view
+            self._param_views[id(p)] = view
+            self._grad_views[id(p)] = p._grad_buffer = self._view(self.grads, p)
+            if p.grad is not None:
+                self.adopt_grad(p)
+
+    def _view(self, buffer, p):
+        start, shape = self.offsets[id(p)]
+        n = 1
+        for s in shape:
+            n *= s
+        return buffer[start:start + n].reshape(shape)
+
+    def grad_view(self, p):
+        return self._grad_views[id(p)]
+
+    def state_view(self, name, p):
+        """p's slice of the buffer for state `name` (the buffer made, zeroed, on first use)."""
+        if name not in self.state:
+            self.state[name] = self.xp.zeros(self.size, dtype=self.dtype)
+        return self._view(self.state[name], p)
+
+    def adopt(self):
+        """Parameters whose .data was replaced (p.data = new array) get their view back."""
+        for p in self._params:
+            view = self._param_views[id(p)]
+            if p.data is not view:
+                self._check_fits(p, p.data, "data")
+                view[...] = p.data
+                p.data = view
+            if p._grad_buffer is not self._grad_views[id(p)]:
+                p._grad_buffer = self._grad_views[id(p)]
+
+    def adopt_grad(self, p):
+        """p.grad as the gradient buffer's view (copied in when something replaced it)."""
+        view = self._grad_views[id(p)]
+        if p.grad is not None and p.grad.data is not view:
+            self._check_fits(p, p.grad.data, "grad")
+            view[...] = p.grad.data
+            p.grad = Tensor(view)
+
+    def _check_fits(self, p, a, what):
+        shape = self.offsets[id(p)][1]
+        if tuple(a.shape) != shape or array_module(a) is not self.xp or a.dtype != self.dtype:
+            raise ValueError(
+                f"flat parameters: a parameter's {what} was replaced by a {a.dtype} array of shape {tuple(a.shape)} "
+                f"({array_module(a).__name__}); the flat layout needs shape {shape}, {self.dtype}, "
+                f"on {self.xp.__name__} (write into it in place, or build the optimiser without flat=True)")
 
 
 def _nonnegative(opt, h, *names):
@@ -161,8 +300,8 @@ def _nonnegative(opt, h, *names):
 class Adam(Optimizer):
     """torch.optim.Adam (amsgrad=False): state exp_avg, exp_avg_sq per parameter."""
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, flat=False):
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay), flat=flat)
 
     def _check_hyper(self, h):
         h["betas"] = tuple(h["betas"])
@@ -174,22 +313,20 @@ class Adam(Optimizer):
     def _state_names(self, group):
         return ("exp_avg", "exp_avg_sq")
 
-    def _update(self, group, items):
+    def _kernel(self, group, params, grads, states, step):
         beta1, beta2 = group["betas"]
-        ops.adam_step(
-            [p.data for p, _ in items], [p.grad.data for p, _ in items],
-            [s["exp_avg"] for _, s in items], [s["exp_avg_sq"] for _, s in items],
-            items[0][1]["step"], group["lr"], beta1, beta2, group["eps"], group["weight_decay"],
-        )
+        ops.adam_step(params, grads, states["exp_avg"], states["exp_avg_sq"],
+                      step, group["lr"], beta1, beta2, group["eps"], group["weight_decay"])
 
 
 class RMSprop(Optimizer):
     """torch.optim.RMSprop: state square_avg, plus momentum_buffer when momentum > 0 and grad_avg
     when centered (PyTorch's names, so state dicts line up)."""
 
-    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False,
+                 flat=False):
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
-                                      centered=centered))
+                                      centered=centered), flat=flat)
 
     def _check_hyper(self, h):
         _nonnegative("RMSprop", h, "lr", "alpha", "eps", "weight_decay", "momentum")
@@ -199,10 +336,8 @@ class RMSprop(Optimizer):
         return ("square_avg",) + (("momentum_buffer",) if group["momentum"] > 0 else ()) + (
             ("grad_avg",) if group["centered"] else ())
 
-    def _update(self, group, items):
+    def _kernel(self, group, params, grads, states, step):
         ops.rmsprop_step(
-            [p.data for p, _ in items], [p.grad.data for p, _ in items], [s["square_avg"] for _, s in items],
-            [s["momentum_buffer"] for _, s in items] if group["momentum"] > 0 else [],
-            [s["grad_avg"] for _, s in items] if group["centered"] else [],
+            params, grads, states["square_avg"], states.get("momentum_buffer", []), states.get("grad_avg", []),
             group["lr"], group["alpha"], group["eps"], group["weight_decay"], group["momentum"], group["centered"],
         )

@@ -71,7 +71,8 @@ _CHANGEABLE_OPTIONS = {"lr": "lr", "lr_d": "lrD", "lr_g": "lrG", "beta1": "beta1
                        "d_steps": "d_steps", "label_smooth": "label_smooth", "label_flip": "label_flip",
                        "instance_noise": "instance_noise", "loss": "loss", "clip": "clip", "gp_weight": "gp_weight",
                        "r1": "r1", "niter": "niter", "max_steps": "max_steps", "ema_decay": "ema_decay",
-                       "ema_start": "ema_start", "sync_bn": "sync_bn"}
+                       "ema_start": "ema_start", "sync_bn": "sync_bn", "flat_params": "flat_params",
+                       "cuda_graph": "cuda_graph"}
 # Model options recorded in the checkpoint's model description after the first DCGAN version:
 # a checkpoint without them was made with these values.
 _MODEL_VARIANT_DEFAULTS = {"d_norm": "batch", "spectral_norm": False, "num_classes": 0, "embed_dim": 0}
@@ -81,6 +82,20 @@ _NEWER_OPTION_DEFAULTS = {"optimizer": "adam", "conditional": False}  # options 
 _MAX_WIDTH = 1 << 16
 _MISSING = object()  # an option the checkpoint does not record
 _MAX_CHANNELS = 4
+
+
+@dataclasses.dataclass
+class _GraphState:
+    """A graph-mode run's static buffers and graphs (pygan.cuda_graph)."""
+
+    graphs: object
+    warmup: int
+    real: object  # the batch, copied in before each replay
+    z: object  # G's noise, drawn on the host (pygan's generator) and copied in
+    summary_d: object  # [loss_D, D(x), D(G(z)), stats check], written by the D graph
+    summary_g: object  # [loss_G, D(G(z)), stats check], written by the G graph
+    fake: object = None  # G(z) of the D graph, the G graph's input
+    captured: set = dataclasses.field(default_factory=set)
 
 
 class TrainingDiverged(RuntimeError):
@@ -142,6 +157,9 @@ class Config:
     distributed: bool = False  # --distributed: data-parallel even without a detected launcher
     sync_bn: bool = False  # BatchNorm statistics over every rank's slice of the global batch
     dist_timeout: float = 600.0  # seconds a collective may wait before the job is ended
+    # Speed (issue 16): neither changes the numbers; a checkpoint resumes in either layout.
+    flat_params: bool = False  # each optimiser keeps parameters, gradients and state in one buffer per role
+    cuda_graph: bool = False  # replay the step as CUDA graphs (implies flat_params); eager where impossible
 
     def resolve(self):
         """Fill the variant options left unset from the recipe, then the defaults (once); returns
@@ -371,6 +389,9 @@ class Trainer:
             self.eval_every = c.eval_every
         if self.eval_every and self.rank == 0:
             self._extractor = classifier.load(c.dataset, device=self.device)  # fails now, not after an epoch
+        self._graph = None
+        if c.cuda_graph:
+            self._setup_cuda_graph()
         if resume is not None:
             self._apply_checkpoint(*resume)
         elif self.rank == 0:  # a fresh run starts clean, once everything above has worked
@@ -381,9 +402,10 @@ class Trainer:
     # -- pieces --------------------------------------------------------------------------------
     def _optimizer(self, model, lr):
         c = self.config
+        flat = bool(c.flat_params or c.cuda_graph)
         if c.optimizer == "rmsprop":
-            return optim.RMSprop(model.parameters(), lr=lr)
-        return optim.Adam(model.parameters(), lr=lr, betas=(c.beta1, c.beta2))
+            return optim.RMSprop(model.parameters(), lr=lr, flat=flat)
+        return optim.Adam(model.parameters(), lr=lr, betas=(c.beta1, c.beta2), flat=flat)
 
     def _set_hyper(self):
         """Apply the config's learning rates (and Adam's betas) to both optimisers (after a resume)."""
@@ -466,7 +488,12 @@ class Trainer:
 
     def _item_and_stats_finite(self, loss, *outputs):
         """loss.item(), whether every BatchNorm running statistic is finite, and _d_summary of each
-        of D's `outputs`, in one host transfer (one synchronisation on the GPU per loss).
+        of D's `outputs`, in one host transfer (one synchronisation on the GPU per loss)."""
+        return self._read_summary(to_device(self._summary_device(loss, *outputs), "cpu"), len(outputs))
+
+    def _summary_device(self, loss, *outputs):
+        """[loss, _d_summary of each output, (running statistics check)] as one float64 device array,
+        computed on the device without reading anything back (a CUDA graph captures it).
 
         x * 0 is 0 for a finite x and NaN for an infinite or NaN one, so one sum over all running
         statistics (concatenated) is 0 exactly when they are all finite; it travels to the host with
@@ -478,13 +505,21 @@ class Trainer:
             stats = xp.concatenate([t.data.reshape(-1) for _, t in self._running_stats])
             with np.errstate(invalid="ignore"):  # inf * 0 is the point (numpy warns; CuPy does not)
                 parts.append((stats * 0).sum().reshape(1).astype(xp.float64))
-        host = to_device(xp.concatenate(parts), "cpu")
-        k = 1 + len(outputs)
+        return xp.concatenate(parts)
+
+    def _summary_size(self, outputs):
+        return 1 + outputs + (1 if self._running_stats else 0)
+
+    @staticmethod
+    def _read_summary(host, outputs):
+        """(loss, statistics finite, [summary of each output]) from _summary_device's values on the host."""
+        k = 1 + outputs
         summaries = [float(v) for v in host[1:k]]
         return float(host[0]), bool(len(host) == k or host[k] == 0), summaries
 
-    def train_step(self, real_images):
-        """One D step, and a G step when due. Returns the row for the log."""
+    def train_step(self, real_images, z=None):
+        """One D step, and a G step when due. Returns the row for the log. `z`: G's noise already
+        drawn for this step (by a graph step that fell back), else drawn here."""
         c = self.config
         t0 = time.perf_counter()
         y_real = y_fake = None
@@ -498,7 +533,7 @@ class Trainer:
         self.D.zero_grad()
         real_target, fake_target = self._targets(n)
         out_real = self._D(self._d_input(real, sigma), y_real)
-        z = self._noise(n, self._step_rng())
+        z = self._noise(n, self._step_rng()) if z is None else Tensor(to_device(z, self.device))
         if self.num_classes:  # the classes asked of G: uniform, from the global generator
             y_fake = to_device(self._step_rng().integers(0, self.num_classes, n), self.device)
         fake = self._G(z, y_fake)
@@ -528,26 +563,165 @@ class Trainer:
         self._check_finite("loss_D", loss_d, stats_ok)
         # G: after every d_steps D steps
         if (self.step + 1) % c.d_steps == 0:
-            self.G.zero_grad()
-            with _frozen(list(self.D.parameters())):  # D's weight gradients in G's step are never used: not computed
-                out = self._D(self._d_input(fake, sigma), y_fake)
-                err_g = losses.g_loss(c.loss, out)
-                err_g.backward()
-            if self.comm is not None:
-                from .distributed import average_gradients
+            self._g_step(fake, y_fake, sigma, row)
+        self.step += 1
+        row["seconds"] = round(time.perf_counter() - t0, 6)
+        return row
 
-                average_gradients(self.comm, self._g_params, "G's gradients")
+    def _g_step(self, fake, y_fake, sigma, row):
+        c = self.config
+        self.G.zero_grad()
+        with _frozen(list(self.D.parameters())):  # D's weight gradients in G's step are never used: not computed
+            out = self._D(self._d_input(fake, sigma), y_fake)
+            err_g = losses.g_loss(c.loss, out)
+            err_g.backward()
+        if self.comm is not None:
+            from .distributed import average_gradients
+
+            average_gradients(self.comm, self._g_params, "G's gradients")
+        self.optG.step()
+        self.g_steps += 1
+        if self.ema is not None:
+            self.ema.update(self.step + 1)
+        row["loss_G"], stats_ok, (row["D_G_z2"],) = self._item_and_stats_finite(err_g, out)
+        if self.comm is not None:
+            (row["loss_G"], row["D_G_z2"]), stats_ok = self._mean_over_ranks((row["loss_G"], row["D_G_z2"]), stats_ok)
+        self._check_finite("loss_G", row["loss_G"], stats_ok)
+
+    # -- the step as CUDA graphs (pygan.cuda_graph) ----------------------------------------------------
+    def _setup_cuda_graph(self, graphs=None):
+        """Graph mode when this run allows it, else one line on stderr saying why (eager, as without
+        --cuda-graph). `graphs`: a capture/replay implementation (tests pass cuda_graph.HostGraphs)."""
+        from . import cuda_graph
+
+        c = self.config
+        if graphs is None:
+            cupy_module = None
+            if self.device == "cuda":
+                try:
+                    from .backend import require_cupy
+
+                    cupy_module = require_cupy()
+                except Exception:  # noqa: BLE001 -- the reason below says it
+                    cupy_module = None
+            reason = cuda_graph.unsupported_reason(c, self.device, self.comm, cupy_module)
+            if reason is None:
+                try:
+                    graphs = cuda_graph.CupyGraphs(cupy_module)
+                except Exception as exc:  # noqa: BLE001
+                    reason = f"no capture stream ({type(exc).__name__}: {exc})"
+        else:
+            reason = cuda_graph.config_reason(c, self.comm)
+        if reason is not None:
+            self._graph = None
+            if self.rank == 0:
+                cuda_graph.say_fallback(reason)
+            return
+        xp = array_module(self.fixed_noise.data)
+        image = (c.batch_size, self.nc, c.image_size, c.image_size)
+        self._graph = _GraphState(
+            graphs=graphs, warmup=max(cuda_graph.WARMUP_STEPS, c.d_steps),  # a G step among them
+            real=xp.zeros(image, dtype=np.float32), z=xp.zeros((c.batch_size, c.nz, 1, 1), dtype=np.float32),
+            summary_d=xp.zeros(self._summary_size(2), dtype=np.float64),
+            summary_g=xp.zeros(self._summary_size(1), dtype=np.float64))
+
+    def _train_step(self, real_images):
+        """train_step, or its graph replay once warmed up (--cuda-graph)."""
+        gs = self._graph
+        if gs is None:
+            return self.train_step(real_images)
+        with gs.graphs.context():
+            if gs.warmup > 0:  # eager, on the graphs' stream: kernels compiled, state allocated
+                gs.warmup -= 1
+                return self.train_step(real_images)
+            return self._graph_step(real_images)
+
+    def _graph_fallback(self, exc):
+        from . import cuda_graph
+
+        self._graph = None
+        if self.rank == 0:
+            cuda_graph.say_fallback(f"the capture failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
+
+    def _graph_step(self, real_images):
+        """One step with D's and G's forward and backward replayed from captured graphs; the flat
+        optimiser updates (one launch each), --clip and the EMA eager in between; one read-back."""
+        c, gs = self.config, self._graph
+        t0 = time.perf_counter()
+        z = self._step_rng().standard_normal((c.batch_size, c.nz, 1, 1)).astype(np.float32)  # as _noise draws it
+        if tuple(np.shape(real_images)) != gs.real.shape:
+            raise ValueError(f"--cuda-graph: a batch of shape {tuple(np.shape(real_images))}, the graph's is {gs.real.shape}")
+        gs.graphs.begin_step()
+        gs.graphs.copy_in(gs.real, real_images)
+        gs.graphs.copy_in(gs.z, z)
+        if "D" not in gs.captured:
+            try:
+                gs.graphs.capture("D", self._graph_body_d)
+            except Exception as exc:  # noqa: BLE001 -- say why and stay eager
+                self._graph_fallback(exc)
+                return self.train_step(real_images, z=z)
+            gs.captured.add("D")
+        gs.graphs.launch("D")
+        self.optD.step()
+        if c.loss == "wgan":
+            self._clip_critic()
+        row = {"step": self.step + 1, "epoch": self.epoch + 1, "loss_G": "", "D_G_z2": ""}
+        summaries = [gs.summary_d]
+        g_due = (self.step + 1) % c.d_steps == 0
+        if g_due:
+            if "G" not in gs.captured:
+                try:
+                    gs.graphs.capture("G", self._graph_body_g)
+                except Exception as exc:  # noqa: BLE001
+                    self._graph_fallback(exc)
+                    loss_d, stats_ok, (d_x, d_g_z1) = self._read_summary(to_device(gs.summary_d, "cpu"), 2)
+                    row.update(loss_D=loss_d, D_x=d_x, D_G_z1=d_g_z1)
+                    self._check_finite("loss_D", loss_d, stats_ok)
+                    self._g_step(gs.fake, None, 0.0, row)
+                    self.step += 1
+                    row["seconds"] = round(time.perf_counter() - t0, 6)
+                    return row
+                gs.captured.add("G")
+            gs.graphs.launch("G")
             self.optG.step()
             self.g_steps += 1
             if self.ema is not None:
                 self.ema.update(self.step + 1)
-            row["loss_G"], stats_ok, (row["D_G_z2"],) = self._item_and_stats_finite(err_g, out)
-            if self.comm is not None:
-                (row["loss_G"], row["D_G_z2"]), stats_ok = self._mean_over_ranks((row["loss_G"], row["D_G_z2"]), stats_ok)
+            summaries.append(gs.summary_g)
+        host = gs.graphs.read(summaries)  # the step's one synchronisation
+        nd = len(gs.summary_d)
+        loss_d, stats_ok, (d_x, d_g_z1) = self._read_summary(host[:nd], 2)
+        row.update(loss_D=loss_d, D_x=d_x, D_G_z1=d_g_z1)
+        self._check_finite("loss_D", loss_d, stats_ok)
+        if g_due:
+            row["loss_G"], stats_ok, (row["D_G_z2"],) = self._read_summary(host[nd:], 1)
             self._check_finite("loss_G", row["loss_G"], stats_ok)
         self.step += 1
         row["seconds"] = round(time.perf_counter() - t0, 6)
         return row
+
+    def _graph_body_d(self):
+        """D's forward and backward on the static buffers, its summary into summary_d: device work
+        only (no host read, no host-to-device copy, no host random numbers)."""
+        c, gs = self.config, self._graph
+        self.D.zero_grad()
+        out_real = self._D(Tensor(gs.real), None)
+        fake = self._G(Tensor(gs.z), None)
+        out_fake = self._D(fake.detach(), None)
+        err_d = losses.d_loss(c.loss, out_real, out_fake, c.label_smooth, 0.0)
+        err_d.backward()
+        gs.fake = fake  # the G graph's input: kept alive, so its memory is never reused
+        gs.summary_d[...] = self._summary_device(err_d, out_real, out_fake)
+
+    def _graph_body_g(self):
+        """G's forward (through D) and backward from the D graph's G(z), its summary into summary_g."""
+        c, gs = self.config, self._graph
+        self.G.zero_grad()
+        with _frozen(list(self.D.parameters())):  # as _g_step: no D weight gradients
+            out = self._D(gs.fake, None)
+            err_g = losses.g_loss(c.loss, out)
+            err_g.backward()
+        gs.summary_g[...] = self._summary_device(err_g, out)
 
     def _check_finite(self, name, value, stats_ok=True):
         if math.isfinite(value) and stats_ok:
@@ -834,7 +1008,7 @@ class Trainer:
                     stop = False
                     for real in self.loader.iter_epoch(self.epoch, start=self.batch, part=part):
                         interrupted.doing("step", self.step + 1)
-                        row = self.train_step(real)
+                        row = self._train_step(real)
                         self.batch += 1
                         if writes:
                             with _writing(self.log_path):
