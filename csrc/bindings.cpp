@@ -499,8 +499,11 @@ PYBIND11_MODULE(PYGAN_MODULE_NAME, m) {
       py::arg("variant") = 0, py::arg("stream") = 0,
       "One torch.optim.Adam step, in place, over every (param, grad, exp_avg, exp_avg_sq) at once.");
   m.def("_tf32_arch_problem", &pygan::tf32_arch_problem, py::arg("ptx_version"), py::arg("compute_capability"),
-        "Why conv2d variant 5 (TF32) cannot run with a kernel compiled for ptx_version on a GPU of "
+        py::arg("variant") = 5,
+        "Why conv2d TF32 variant `variant` (5 or 9) cannot run with a kernel compiled for ptx_version on a GPU of "
         "compute_capability (both major*10+minor), or '' when it can: the launcher's arch guard.");
+  m.def("conv2d_tf32_problem", &pygan::conv2d_tf32_problem,
+        "Why conv2d's TF32 variant 9 cannot run on the current device, or '' when it can ('' under emulation).");
   def_conv_batchnorm(m, variants);  // issue 5: conv2d.cu, batchnorm.cu (csrc/bindings_conv_bn.h)
   def_pool_softmax(m, variants);  // issue 6: pool.cu, softmax CE in loss.cu (csrc/bindings_pool_softmax.h)
   def_embedding(m, variants);  // issue 12: embedding.cu (csrc/bindings_embedding.h)
