@@ -46,11 +46,28 @@
 //      its K products in a fixed order (block_reduce_sum): deterministic, no workspace, no atomics.
 //      Backward-weight as variant 3 (it already splits K). The thresholds are a guess; NOT the
 //      default: untimed (no GPU).
+//   (Issue 16 calls the next two its "variant 6" and "variant 7"; here 6 and 7 were taken, so they
+//   are 8 and 9.)
+//   8: pipelined FP32 implicit GEMM (gemm_pipelined): 128x128 block tiles (32x256 when M <= 32), 256
+//      threads, 8x8 register micro-tiles (4x8 in the 32-row tile) read from shared memory as float4,
+//      K in steps of 8 through two shared-memory stages (cp.async commit/wait groups on sm_80+,
+//      plain loads below, plain copies under emulation): the next stage's copies are in flight while
+//      the block multiplies the current one. Gather positions without divides in the K loop: a K
+//      cursor decomposed once per block and moved by additions, per-column origins set up once.
+//      Backward-data by output phase as variant 6; backward-weight with the split-K workspace.
+//      NOT the default: untimed (no GPU).
+//   9: OPT-IN TF32 tensor cores through inline PTX mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32
+//      on variant 8's tiling and loads (8 warps of 64x32 or 32x32 warp tiles of m16n8k8 steps;
+//      fragments read from shared memory by the PTX fragment layout, rounded by cvt.rna.tf32.f32;
+//      fp32 accumulation). Tested at a TF32 tolerance; the default conv kernel only with
+//      pygan.backends.tf32 / PYGAN_TF32=1. sm_80+: the launcher raises ValueError below (naming the
+//      arch, as variant 5's does); under emulation it RUNS, through the emulator's exact mma.sync
+//      (csrc/ptx.cuh, csrc/emu/cuda_emu.h). Untimed (no GPU).
 // Determinism: no variant uses atomics; every output is a fixed-order sum. Backward-weight in
-// variants 2-5 splits its long K (batch*OH*OW) over gridDim.z blocks that write partial sums
+// variants 2-9 splits its long K (batch*OH*OW) over gridDim.z blocks that write partial sums
 // to a workspace (conv2d_backward_weight_workspace_size floats), then one kernel adds the splits
 // in order: bitwise reproducible run to run.
-// Variants 2-5 multiply the structural zeros of strided convs in backward-data; variant 6 does not.
+// Variants 2-5 multiply the structural zeros of strided convs in backward-data; variants 6-9 do not.
 #include "common.cuh"
 #include "launchers.h"
 #include "ptx.cuh"
@@ -964,7 +981,7 @@ std::vector<std::string> conv2d_variants() {
           "variant 3, with stride-aware backward-data: one dense GEMM per output phase, no structural zeros",
           "variant 6, and one block per output (a fixed-order block reduction over K) for small outputs, long K",
           "pipelined implicit GEMM, 128x128 tiles (32x256 when M <= 32), 8x8 register micro-tiles, float4 shared "
-          "reads, two cp.async stages, stride-aware backward-data",
+          "reads, two cp.async stages, backward-data by output phase (as variant 6)",
           "tf32 tensor cores (mma.sync m16n8k8) on variant 8's tiling; opt-in, looser tolerance, sm_80+"};
 }
 
