@@ -1,11 +1,16 @@
 """conv2d (forward, backward-data, backward-weight): every pygan variant at every DCGAN
 discriminator layer shape, against PyTorch/cuDNN (cudnn.benchmark on; TF32 off and on) when
-importable, and the numpy reference. Every implementation is checked against the reference first.
+importable. Every implementation is checked against the float64 numpy reference first; the
+reference itself is timed only with --device cpu (or --time-reference).
 
-    python benchmarks/bench_conv.py --device cuda [--out results.json]
+    python benchmarks/bench_conv.py --device cuda [--variants 3 8 9] [--out results.json]
     python benchmarks/bench_conv.py --device cpu   # numpy-reference timings only (no GPU needed)
 
-Models: DCGAN 64x64x3 batch 128 and 32x32x1 batch 64 (ndf = ngf = 64, nz = 100).
+Models: DCGAN 64x64x3 and 32x32x1 (ndf = ngf = 64, nz = 100), each at batch 64 and 128
+(--batches; --batch N for one batch). The TF32 variants (5, 9) run with pygan.backends.tf32 on,
+as the opt-in would run them. At the end: per pygan variant, the geometric mean over every
+(computation, shape) of its time over cuDNN's, with TF32 off and with TF32 on (the fair baseline
+of an FP32 variant is cuDNN FP32, of a TF32 variant cuDNN TF32).
 """
 
 import os
@@ -97,7 +102,8 @@ def torch_fns(torch, xs, ws, s, p, transpose=False):
     }
 
 
-def run(bench, layers, transpose, no_torch=False, only=None):
+def run(bench, layers, transpose, no_torch=False, only=None, chosen=None, time_reference=False):
+    import pygan
     from pygan.ops import reference as R
 
     device = bench.device
@@ -108,7 +114,7 @@ def run(bench, layers, transpose, no_torch=False, only=None):
 
         ops = cuda.backend()
         names = ops.variants()["conv2d"]
-        variants = list(range(1, len(names) + 1))
+        variants = [v for v in range(1, len(names) + 1) if not chosen or v in chosen]
         tf32 = {v for v, name in enumerate(names, 1) if "tf32" in name.lower()}
     torch = None if (no_torch or device != "cuda") else torch_or_none(device)
     if torch is not None:
@@ -139,8 +145,12 @@ def run(bench, layers, transpose, no_torch=False, only=None):
                     for v in variants:
                         fns = pygan_fns(ops, xs, ws, s, p, v, transpose)
                         impl, tol = (f"pygan v{v} tf32", "pygan-tf32") if v in tf32 else (f"pygan v{v}", "pygan")
-                        bench.case(f"{op_name}.{comp}", shape, impl, fns[comp], sets, flops=flops,
-                                   check=(ref_out, *CHECK_TOL[tol]))
+                        pygan.backends.tf32 = v in tf32  # the TF32 variants as the opt-in runs them
+                        try:
+                            bench.case(f"{op_name}.{comp}", shape, impl, fns[comp], sets, flops=flops,
+                                       check=(ref_out, *CHECK_TOL[tol]))
+                        finally:
+                            pygan.backends.tf32 = False
                     if torch is not None:
                         tsets = [tuple(torch.from_numpy(a).cuda() for a in st) for st in sets_np]
                         fns = torch_fns(torch, xs, ws, s, p, transpose)
@@ -151,7 +161,43 @@ def run(bench, layers, transpose, no_torch=False, only=None):
                             bench.case(f"{op_name}.{comp}", shape, impl, fns[comp], tsets, flops=flops,
                                        check=(ref_out, *tol))
                         torch.backends.cudnn.allow_tf32 = False
-                bench.case(f"{op_name}.{comp}", shape, "numpy reference (CPU)", ref_fns[comp], sets_np, flops=flops)
+                if device != "cuda" or time_reference:
+                    bench.case(f"{op_name}.{comp}", shape, "numpy reference (CPU)", ref_fns[comp], sets_np, flops=flops)
+
+
+def geomean_ratios(rows):
+    """{pygan impl: {"cudnn": ratio, "cudnn tf32": ratio, "cases": n}}: the geometric mean over every
+    (op, shape) both ran of pygan's time over cuDNN's (TF32 off, and on). Below 1: pygan is faster."""
+    times = {}
+    for r in rows:
+        if not r.get("failed") and "ms" in r:
+            times.setdefault((r["op"], r["shape"]), {})[r["impl"]] = r["ms"]
+    out = {}
+    impls = sorted({i for t in times.values() for i in t if i.startswith("pygan")},
+                   key=lambda i: (len(i.split()[1]), i))
+    for impl in impls:
+        res = {}
+        for base in ("torch cudnn", "torch cudnn tf32"):
+            logs = [np.log(t[impl] / t[base]) for t in times.values() if impl in t and base in t and t[base] > 0]
+            if logs:
+                res[base.replace("torch ", "")] = float(np.exp(np.mean(logs)))
+                res["cases"] = len(logs)
+        if res:
+            out[impl] = res
+    return out
+
+
+def print_geomeans(bench, op_name):
+    ratios = geomean_ratios(bench.rows)
+    if not ratios:
+        return ratios
+    print(f"\n{op_name}: geo-mean of time / cuDNN's over every (computation, shape); below 1 is faster")
+    print(f"{'impl':<16} {'vs cuDNN FP32':>14} {'vs cuDNN TF32':>14} {'cases':>6}")
+    for impl, r in ratios.items():
+        fmt = lambda key: f"{r[key]:14.3f}" if key in r else f"{'-':>14}"  # noqa: E731
+        print(f"{impl:<16} {fmt('cudnn')} {fmt('cudnn tf32')} {r.get('cases', 0):6d}"
+              + ("   (fair baseline: TF32)" if "tf32" in impl else "   (fair baseline: FP32)"))
+    return ratios
 
 
 def conv_size_for_transpose(h, w, k, s, p):
@@ -159,16 +205,28 @@ def conv_size_for_transpose(h, w, k, s, p):
     return (h - 1) * s - 2 * p + k, (w - 1) * s - 2 * p + k
 
 
-def main(argv=None, transpose=False, layers=None):
+def add_arguments(ap, batches):
+    ap.add_argument("--only", nargs="*", choices=COMPUTATIONS, help="only these computations")
+    ap.add_argument("--variants", nargs="*", type=int, default=None, help="only these pygan conv2d variants")
+    ap.add_argument("--batches", nargs="*", type=int, default=batches,
+                    help="run every model at each of these batch sizes (default: %(default)s; "
+                         "none: each model's own batch)")
+    ap.add_argument("--time-reference", action="store_true", help="also time the numpy reference with --device cuda")
+
+
+def main(argv=None, transpose=False, layers=None, batches=(64, 128)):
     name = "bench_conv_transpose" if transpose else "bench_conv"
-    args, bench = setup(name, __doc__, argv, reps=20, batch=True, add_arguments=lambda ap: ap.add_argument(
-        "--only", nargs="*", choices=COMPUTATIONS, help="only these computations"))
+    args, bench = setup(name, __doc__, argv, reps=20, batch=True,
+                        add_arguments=lambda ap: add_arguments(ap, list(batches or [])))
     layers = layers or CONV_LAYERS
     if args.batch:
         layers = {m: [(l[0], args.batch, *l[2:]) for l in ls] for m, ls in layers.items()}
-    run(bench, layers, transpose, args.no_torch, args.only)
+    elif args.batches:
+        layers = {f"{m}/b{b}": [(l[0], b, *l[2:]) for l in ls] for m, ls in layers.items() for b in args.batches}
+    run(bench, layers, transpose, args.no_torch, args.only, args.variants, args.time_reference)
+    ratios = print_geomeans(bench, "conv_transpose2d" if transpose else "conv2d")
     if args.out:
-        bench.write_json(args.out, dict(script=name, device=device_description(args.device)))
+        bench.write_json(args.out, dict(script=name, device=device_description(args.device), geomean_vs_cudnn=ratios))
 
 
 if __name__ == "__main__":

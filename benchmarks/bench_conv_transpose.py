@@ -34,4 +34,4 @@ CONVT_LAYERS = {
 }
 
 if __name__ == "__main__":
-    main(transpose=True, layers=CONVT_LAYERS)
+    main(transpose=True, layers=CONVT_LAYERS, batches=None)  # each model at its own batch (--batches to change)

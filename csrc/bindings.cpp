@@ -47,6 +47,7 @@ void pygan_emulation_set_seed(std::uint64_t seed);
 std::uint64_t pygan_emulation_launches();
 std::vector<std::pair<std::string, unsigned>> pygan_emulation_recent_launches();
 void pygan_emulation_faulty_kernel(const std::string& kind, float* out);
+void pygan_emulation_mma_tf32(const float* a, const float* b, const float* c, float* d);
 #endif
 
 // ---- launch checks (declared in common.cuh, used by PYGAN_LAUNCH) ----------------------------
@@ -395,7 +396,25 @@ PYBIND11_MODULE(PYGAN_MODULE_NAME, m) {
       },
       py::arg("kind"), py::arg("out"),
       "Launch a kernel that faults on purpose ('misaligned': a float4 load at a 4-byte offset; 'divergent': "
-      "__syncthreads() in divergent code): the RuntimeError a faulting kernel raises.");
+      "__syncthreads() in divergent code; 'mma_missing_lane': mma.sync with lane 31 returned): the RuntimeError "
+      "a faulting kernel raises.");
+  m.def(
+      "_emulation_mma_tf32",
+      [](py::handle a, py::handle b, py::handle c, py::handle d) {
+        const char* op = "_emulation_mma_tf32";
+        const Array aa = array_arg(a, op, "a"), ab = array_arg(b, op, "b"), ac = array_arg(c, op, "c");
+        const Array ad = array_arg(d, op, "d", true);
+        const std::pair<const Array*, const char*> want[] = {{&aa, "a"}, {&ab, "b"}, {&ac, "c"}, {&ad, "d"}};
+        const std::vector<std::int64_t> shapes[] = {{16, 8}, {8, 8}, {16, 8}, {16, 8}};
+        for (int i = 0; i < 4; ++i)
+          if (want[i].first->shape != shapes[i])
+            bad(op, want[i].second, "must have shape " + shape_str(shapes[i]) + ", got " + shape_str(want[i].first->shape));
+        py::gil_scoped_release release;
+        pygan_emulation_mma_tf32(aa.data(), ab.data(), ac.data(), ad.data());
+      },
+      py::arg("a"), py::arg("b"), py::arg("c"), py::arg("d"),
+      "One emulated mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32, fragments placed by the PTX ISA layout: "
+      "d (16, 8) = a (16, 8) @ b (8, 8) + c (16, 8) with a and b rounded to TF32, float32 accumulation.");
 #endif
   m.def("build_info", &build_info,
         "Dict: cuda_compiled, compiler, build_type, cuda_compiler, cuda_arch, "
@@ -499,8 +518,11 @@ PYBIND11_MODULE(PYGAN_MODULE_NAME, m) {
       py::arg("variant") = 0, py::arg("stream") = 0,
       "One torch.optim.Adam step, in place, over every (param, grad, exp_avg, exp_avg_sq) at once.");
   m.def("_tf32_arch_problem", &pygan::tf32_arch_problem, py::arg("ptx_version"), py::arg("compute_capability"),
-        "Why conv2d variant 5 (TF32) cannot run with a kernel compiled for ptx_version on a GPU of "
+        py::arg("variant") = 5,
+        "Why conv2d TF32 variant `variant` (5 or 9) cannot run with a kernel compiled for ptx_version on a GPU of "
         "compute_capability (both major*10+minor), or '' when it can: the launcher's arch guard.");
+  m.def("conv2d_tf32_problem", &pygan::conv2d_tf32_problem,
+        "Why conv2d's TF32 variant 9 cannot run on the current device, or '' when it can ('' under emulation).");
   def_conv_batchnorm(m, variants);  // issue 5: conv2d.cu, batchnorm.cu (csrc/bindings_conv_bn.h)
   def_pool_softmax(m, variants);  // issue 6: pool.cu, softmax CE in loss.cu (csrc/bindings_pool_softmax.h)
   def_embedding(m, variants);  // issue 12: embedding.cu (csrc/bindings_embedding.h)

@@ -46,15 +46,34 @@
 //      its K products in a fixed order (block_reduce_sum): deterministic, no workspace, no atomics.
 //      Backward-weight as variant 3 (it already splits K). The thresholds are a guess; NOT the
 //      default: untimed (no GPU).
+//   (Issue 16 calls the next two its "variant 6" and "variant 7"; here 6 and 7 were taken, so they
+//   are 8 and 9.)
+//   8: pipelined FP32 implicit GEMM (gemm_pipelined): 128x128 block tiles (32x256 when M <= 32), 256
+//      threads, 8x8 register micro-tiles (4x8 in the 32-row tile) read from shared memory as float4,
+//      K in steps of 8 through two shared-memory stages (cp.async commit/wait groups on sm_80+,
+//      plain loads below, plain copies under emulation): the next stage's copies are in flight while
+//      the block multiplies the current one. Gather positions without divides in the K loop: a K
+//      cursor decomposed once per block and moved by additions, per-column origins set up once.
+//      Backward-data by output phase as variant 6; backward-weight with the split-K workspace.
+//      NOT the default: untimed (no GPU).
+//   9: OPT-IN TF32 tensor cores through inline PTX mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32
+//      on variant 8's tiling and loads (8 warps of 64x32 or 32x32 warp tiles of m16n8k8 steps;
+//      fragments read from shared memory by the PTX fragment layout, rounded by cvt.rna.tf32.f32;
+//      fp32 accumulation). Tested at a TF32 tolerance; the default conv kernel only with
+//      pygan.backends.tf32 / PYGAN_TF32=1. sm_80+: the launcher raises ValueError below (naming the
+//      arch, as variant 5's does); under emulation it RUNS, through the emulator's exact mma.sync
+//      (csrc/ptx.cuh, csrc/emu/cuda_emu.h). Untimed (no GPU).
 // Determinism: no variant uses atomics; every output is a fixed-order sum. Backward-weight in
-// variants 2-5 splits its long K (batch*OH*OW) over gridDim.z blocks that write partial sums
+// variants 2-9 splits its long K (batch*OH*OW) over gridDim.z blocks that write partial sums
 // to a workspace (conv2d_backward_weight_workspace_size floats), then one kernel adds the splits
 // in order: bitwise reproducible run to run.
-// Variants 2-5 multiply the structural zeros of strided convs in backward-data; variant 6 does not.
+// Variants 2-5 multiply the structural zeros of strided convs in backward-data; variants 6-9 do not.
 #include "common.cuh"
 #include "launchers.h"
+#include "ptx.cuh"
 
 #include <climits>
+#include <type_traits>
 #if !defined(PYGAN_EMULATION)
 #include <mma.h>
 #endif
@@ -155,6 +174,40 @@ __device__ __forceinline__ float im2col(const float* x, const Dims& d, int k, in
   return idx >= 0 ? x[idx] : 0.0f;
 }
 
+// ---- variants 8 and 9: operand positions without divides in the K loop ----------------------------
+// Each problem's K index is k = (outer * r1 + mid) * r2 + inner (forward: (c, i, j) over (kh, kw);
+// backward-data by phase: (o, a, b) over (khr, kwr); backward-weight: (n, p, q) over (oh, ow)). A
+// KCursor holds one k both ways; it is decomposed with divides once per block (kcursor_at) and then
+// moved by a fixed step whose decomposition is also computed once (kcursor_add: two compares, no
+// divide). Each output column's part of the gather (a TileCol: a base offset and a 2-D origin) is
+// likewise computed once per block, so the K loop only adds, multiplies and compares.
+struct KRadix {
+  int r1, r2;
+};
+struct KCursor {
+  std::int64_t k;  // 64-bit: k0 + offset passes 2^31 near the end of a K of almost 2^31
+  int outer, mid, inner;
+};
+__device__ __forceinline__ KCursor kcursor_at(std::int64_t k, KRadix r) {
+  const std::int64_t plane = static_cast<std::int64_t>(r.r1) * r.r2, rem = k % plane;
+  return {k, static_cast<int>(k / plane), static_cast<int>(rem / r.r2), static_cast<int>(rem % r.r2)};
+}
+// c += step, where step < r1 * r2 * anything and step's own (mid, inner) are < (r1, r2): one carry
+// per digit at most.
+__device__ __forceinline__ void kcursor_add(KCursor& c, const KCursor& step, KRadix r) {
+  c.k += step.k;
+  c.inner += step.inner;
+  if (c.inner >= r.r2) c.inner -= r.r2, ++c.mid;
+  c.mid += step.mid;
+  if (c.mid >= r.r1) c.mid -= r.r1, ++c.outer;
+  c.outer += step.outer;
+}
+// One output column's gather origin; a column past N gets h = kNoRow, which every bounds check fails.
+struct TileCol {
+  int base, h, w;
+};
+constexpr int kNoRow = INT_MIN / 4;
+
 struct ForwardProblem {
   const float* x;
   const float* w;
@@ -172,6 +225,18 @@ struct ForwardProblem {
   __device__ __forceinline__ void store(int m, int col, float v) const {
     const int ohw = d.oh * d.ow, n = col / ohw, t = col - n * ohw;
     y[(n * d.o + m) * ohw + t] = v + (b ? b[m] : 0.0f);
+  }
+  // variants 8, 9: k = (c, i, j), col = (n, p, q)
+  __device__ __forceinline__ KRadix radix() const { return {d.kh, d.kw}; }
+  __device__ __forceinline__ TileCol column(std::int64_t col) const {
+    if (col >= N) return {0, kNoRow, 0};
+    const int ohw = d.oh * d.ow, n = int(col / ohw), t = int(col - std::int64_t(n) * ohw), p = t / d.ow, q = t - p * d.ow;
+    return {n * d.c * d.h * d.w, p * d.sh - d.ph, q * d.sw - d.pw};
+  }
+  __device__ __forceinline__ int a_at(int m, const KCursor& c) const { return m * K + int(c.k); }
+  __device__ __forceinline__ int b_at(const TileCol& t, const KCursor& c) const {
+    const int h = t.h + c.mid, v = t.w + c.inner;
+    return (h >= 0 && h < d.h && v >= 0 && v < d.w) ? t.base + (c.outer * d.h + h) * d.w + v : -1;
   }
 };
 
@@ -245,6 +310,20 @@ struct BackwardDataPhaseProblem {
     const int hw = hr * wr, n = col / hw, t = col - n * hw, hh = t / wr, vv = t - hh * wr;
     dx[((n * d.c + m) * d.h + h0 + hh * d.sh) * d.w + v0 + vv * d.sw] = v;
   }
+  // variants 8, 9: k = (o, a, b), col = (n, hh, vv); dy's row p = (h0 + ph - rh) / sh + hh - a
+  __device__ __forceinline__ KRadix radix() const { return {khr, kwr}; }
+  __device__ __forceinline__ TileCol column(std::int64_t col) const {
+    if (col >= N) return {0, kNoRow, 0};
+    const int hw = hr * wr, n = int(col / hw), t = int(col - std::int64_t(n) * hw), hh = t / wr, vv = t - hh * wr;
+    return {n * d.o * d.oh * d.ow, (h0 + d.ph - rh) / d.sh + hh, (v0 + d.pw - rw) / d.sw + vv};
+  }
+  __device__ __forceinline__ int a_at(int m, const KCursor& c) const {
+    return ((c.outer * d.c + m) * d.kh + (rh + c.mid * d.sh)) * d.kw + (rw + c.inner * d.sw);
+  }
+  __device__ __forceinline__ int b_at(const TileCol& t, const KCursor& c) const {
+    const int p = t.h - c.mid, q = t.w - c.inner;
+    return (p >= 0 && p < d.oh && q >= 0 && q < d.ow) ? t.base + (c.outer * d.oh + p) * d.ow + q : -1;
+  }
 };
 
 struct BackwardWeightProblem {
@@ -264,6 +343,21 @@ struct BackwardWeightProblem {
   __device__ __forceinline__ const float* bptr() const { return x; }
   __device__ __forceinline__ int b_index(int k, int col) const { return im2col_index(d, col, k); }
   __device__ __forceinline__ void store(int m, int col, float v) const { dw[m * N + col] = v; }
+  // variants 8, 9: k = (n, p, q), col = (c, i, j)
+  __device__ __forceinline__ KRadix radix() const { return {d.oh, d.ow}; }
+  __device__ __forceinline__ TileCol column(std::int64_t col) const {
+    if (col >= N) return {0, kNoRow, 0};
+    const int khw = d.kh * d.kw, c = int(col / khw), r = int(col - std::int64_t(c) * khw), i = r / d.kw, j = r - i * d.kw;
+    return {c * d.h * d.w, i - d.ph, j - d.pw};
+  }
+  __device__ __forceinline__ int a_at(int m, const KCursor& c) const {
+    return ((c.outer * d.o + m) * d.oh + c.mid) * d.ow + c.inner;
+  }
+  __device__ __forceinline__ int b_at(const TileCol& t, const KCursor& c) const {
+    const int h = c.mid * d.sh + t.h, v = c.inner * d.sw + t.w;
+    return (t.h != kNoRow && h >= 0 && h < d.h && v >= 0 && v < d.w) ? c.outer * d.c * d.h * d.w + t.base + h * d.w + v
+                                                                       : -1;
+  }
 };
 
 // ---- variant 4: 4 gathered entries as one float4 load where possible ------------------------------
@@ -461,6 +555,187 @@ __global__ void __launch_bounds__(128) gemm_wmma_tf32(P prob, float* ws, int kch
 }
 #endif  // !PYGAN_EMULATION
 
+// ---- variants 8 and 9: pipelined implicit GEMM, 8x8 register tiles (8) or mma.sync TF32 (9) --------
+// 256 threads compute a BM x BN tile (128 x 128; 32 x 256 when M <= 32, the 1- and 3-channel edge
+// layers) with K in steps of 8, through two shared-memory stages: while the block multiplies stage
+// s, the copies of the next K step into stage s ^ 1 are in flight (cp.async groups on sm_80+, plain
+// loads below; plain copies under emulation). Loading: warp w fills K row w of both tiles, lane l
+// the rows m0 + l + 32r of A and the columns n0 + l + 32r of B (coalesced along the columns), each
+// element one 4-byte cp.async zero-filled outside the operands (padding, edge tiles, K's end). The
+// gather positions come from a KCursor and per-column TileCols set up once per block: no integer
+// divide inside the K loop. Shared tiles are K-major, As[k][m] and Bs[k][n], rows padded by 8
+// floats: 16-byte aligned for float4 reads, and the mma fragment reads (8 rows by 4 K) hit 32
+// different banks.
+//   TF32 = false (variant 8): thread (ty, tx) owns an 8x8 micro-tile (4x8 for the 32-row tile) made
+//     of float4 groups, rows g*TY*4 + ty*4 + 0..3 and columns g*TX*4 + tx*4 + 0..3, read from shared
+//     memory as float4 (128-bit) loads.
+//   TF32 = true (variant 9): warp (wy, wx) owns a WM x 32 warp tile (64 x 32, or 32 x 32) of
+//     m16n8k8 steps; fragments are read from shared memory and rounded with cvt.rna.tf32.f32, then
+//     mma.sync accumulates in fp32. sm_80+ only (the body traps below; launchers check first).
+// gridDim.z > 1: split-K partial sums to ws[z][m][col], as gemm_tiled.
+template <int BM, int BN>
+struct alignas(16) PipelinedTiles {  // the two stages of both operands, K-major, rows padded by 8
+  float a[2][8][BM + 8];
+  float b[2][8][BN + 8];
+};
+
+template <class P, int BM, int BN, bool TF32>
+__global__ void __launch_bounds__(256) gemm_pipelined(P prob, float* ws, int kchunk) {
+#if !defined(PYGAN_EMULATION) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  if constexpr (TF32) {
+    __trap();  // no tensor cores: the launcher refuses this (check_tf32_kernel) before it can run
+    return;
+  }
+#endif
+  constexpr int BK = 8, NT = 256;
+  constexpr int AR = BM / 32, BR = BN / 32;  // A and B elements each thread copies per stage
+  static_assert(BM % 32 == 0 && BN % 32 == 0 && NT / 32 == BK, "warp w loads K row w");
+  using Tiles = PipelinedTiles<BM, BN>;
+  PYGAN_SHARED(Tiles, tiles, );
+  auto& As = tiles.a;
+  auto& Bs = tiles.b;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const std::int64_t m0 = tile_pos(blockIdx.y, BM, 0), n0 = tile_pos(blockIdx.x, BN, 0);  // 64-bit: see gemm_tiled
+  const std::int64_t kbeg = tile_pos(blockIdx.z, kchunk, 0);
+  const std::int64_t kend = slice_end(blockIdx.z, kchunk, prob.K);
+  const int ktiles = kend > kbeg ? static_cast<int>(ceil_div<std::int64_t>(kend - kbeg, BK)) : 0;
+
+  // Once per block: this thread's K row as a cursor, the step between K tiles, its B columns.
+  const KRadix radix = prob.radix();
+  KCursor cur = kcursor_at(kbeg + warp, radix);
+  KCursor step = kcursor_at(BK, radix);
+  TileCol cols[BR];
+#pragma unroll
+  for (int r = 0; r < BR; ++r) cols[r] = prob.column(n0 + lane + 32 * r);
+  const float* ap = prob.aptr();
+  const float* bp = prob.bptr();
+
+  const auto load_stage = [&](int s) {
+    const bool k_in = cur.k < kend;
+#pragma unroll
+    for (int r = 0; r < AR; ++r) {
+      const std::int64_t m = m0 + lane + 32 * r;
+      const bool ok = k_in && m < prob.M;
+      cp_async_f32(&As[s][warp][lane + 32 * r], ap + (ok ? prob.a_at(int(m), cur) : 0), ok);
+    }
+#pragma unroll
+    for (int r = 0; r < BR; ++r) {
+      const int idx = k_in ? prob.b_at(cols[r], cur) : -1;
+      cp_async_f32(&Bs[s][warp][lane + 32 * r], bp + (idx >= 0 ? idx : 0), idx >= 0);
+    }
+    cp_async_commit();
+    kcursor_add(cur, step, radix);
+  };
+
+  if constexpr (!TF32) {
+    constexpr int TM = BM == 128 ? 8 : 4, TN = 8, TY = BM / TM, TX = BN / TN;
+    static_assert(TY * TX == NT, "one micro-tile per thread");
+    constexpr int GM = TM / 4, GN = TN / 4;  // float4 groups of rows, of columns
+    const int tx = tid % TX, ty = tid / TX;
+    float acc[TM][TN];
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+      for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+    if (ktiles > 0) load_stage(0);
+    for (int t = 0; t < ktiles; ++t) {
+      const int s = t & 1;
+      if (t + 1 < ktiles) load_stage(s ^ 1);
+      if (t + 1 < ktiles) cp_async_wait<1>(); else cp_async_wait<0>();  // stage s has landed
+      __syncthreads();
+#pragma unroll
+      for (int kk = 0; kk < BK; ++kk) {
+        float ra[TM], rb[TN];
+#pragma unroll
+        for (int g = 0; g < GM; ++g) {
+          const float4 v = *reinterpret_cast<const float4*>(&As[s][kk][g * TY * 4 + ty * 4]);
+          ra[4 * g] = v.x, ra[4 * g + 1] = v.y, ra[4 * g + 2] = v.z, ra[4 * g + 3] = v.w;
+        }
+#pragma unroll
+        for (int g = 0; g < GN; ++g) {
+          const float4 v = *reinterpret_cast<const float4*>(&Bs[s][kk][g * TX * 4 + tx * 4]);
+          rb[4 * g] = v.x, rb[4 * g + 1] = v.y, rb[4 * g + 2] = v.z, rb[4 * g + 3] = v.w;
+        }
+#pragma unroll
+        for (int i = 0; i < TM; ++i)
+#pragma unroll
+          for (int j = 0; j < TN; ++j) acc[i][j] += ra[i] * rb[j];
+      }
+      __syncthreads();  // stage s is refilled by the next iteration's load
+    }
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+      const std::int64_t m = m0 + (i / 4) * TY * 4 + ty * 4 + i % 4;
+      if (m >= prob.M) continue;
+#pragma unroll
+      for (int j = 0; j < TN; ++j) {
+        const std::int64_t col = n0 + (j / 4) * TX * 4 + tx * 4 + j % 4;
+        if (col >= prob.N) continue;
+        if (gridDim.z > 1)
+          ws[(static_cast<std::int64_t>(blockIdx.z) * prob.M + m) * prob.N + col] = acc[i][j];
+        else
+          prob.store(int(m), int(col), acc[i][j]);
+      }
+    }
+  } else {
+    constexpr int WN = 32, WARPS_N = BN / WN, WARPS_M = (NT / 32) / WARPS_N, WM = BM / WARPS_M;
+    constexpr int MI = WM / 16, NI = WN / 8;  // m16n8k8 steps per warp tile
+    static_assert(WARPS_M * WARPS_N == NT / 32 && WM % 16 == 0, "warp tiles cover the block tile");
+    const int wm = (warp / WARPS_N) * WM, wn = (warp % WARPS_N) * WN, g = lane >> 2, q = lane & 3;
+    float acc[MI][NI][4];
+#pragma unroll
+    for (int i = 0; i < MI; ++i)
+#pragma unroll
+      for (int j = 0; j < NI; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+    if (ktiles > 0) load_stage(0);
+    for (int t = 0; t < ktiles; ++t) {
+      const int s = t & 1;
+      if (t + 1 < ktiles) load_stage(s ^ 1);
+      if (t + 1 < ktiles) cp_async_wait<1>(); else cp_async_wait<0>();
+      __syncthreads();
+      // the PTX fragment layout: a0 (g, q), a1 (g + 8, q), a2 (g, q + 4), a3 (g + 8, q + 4) of A (m, k);
+      // b0 (q, g), b1 (q + 4, g) of B (k, n)
+      std::uint32_t af[MI][4], bf[NI][2];
+#pragma unroll
+      for (int i = 0; i < MI; ++i) {
+        const int m = wm + 16 * i + g;
+        af[i][0] = tf32_round(As[s][q][m]);
+        af[i][1] = tf32_round(As[s][q][m + 8]);
+        af[i][2] = tf32_round(As[s][q + 4][m]);
+        af[i][3] = tf32_round(As[s][q + 4][m + 8]);
+      }
+#pragma unroll
+      for (int j = 0; j < NI; ++j) {
+        const int n = wn + 8 * j + g;
+        bf[j][0] = tf32_round(Bs[s][q][n]);
+        bf[j][1] = tf32_round(Bs[s][q + 4][n]);
+      }
+#pragma unroll
+      for (int i = 0; i < MI; ++i)
+#pragma unroll
+        for (int j = 0; j < NI; ++j) mma_m16n8k8_tf32(acc[i][j], af[i], bf[j]);
+      __syncthreads();
+    }
+    // d0 (g, 2q), d1 (g, 2q + 1), d2 (g + 8, 2q), d3 (g + 8, 2q + 1)
+#pragma unroll
+    for (int i = 0; i < MI; ++i)
+#pragma unroll
+      for (int j = 0; j < NI; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const std::int64_t m = m0 + wm + 16 * i + g + (e >= 2 ? 8 : 0);
+          const std::int64_t col = n0 + wn + 8 * j + 2 * q + (e & 1);
+          if (m >= prob.M || col >= prob.N) continue;
+          if (gridDim.z > 1)
+            ws[(static_cast<std::int64_t>(blockIdx.z) * prob.M + m) * prob.N + col] = acc[i][j][e];
+          else
+            prob.store(int(m), int(col), acc[i][j][e]);
+        }
+  }
+}
+
 // out[i] = sum_z ws[z * count + i], z in order: the deterministic end of split-K.
 __global__ void sum_splits(const float* ws, float* out, std::int64_t count, int splits) {
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < count;
@@ -507,10 +782,13 @@ int grid_for(std::int64_t work) {
 constexpr int kTf32Variant = 5;
 constexpr int kStrideAwareVariant = 6;  // backward-data by output phase; otherwise variant 3
 constexpr int kSmallOutputVariant = 7;  // variant 6 plus dot_per_block for small outputs, long K
+constexpr int kPipelinedVariant = 8;    // gemm_pipelined, fp32 (SIMT)
+constexpr int kMmaTf32Variant = 9;      // gemm_pipelined, TF32 mma.sync; opt-in
+constexpr int kVariantCount = 9;
 
 int resolve(int variant) {
   if (variant == 0) variant = 3;  // the default; never the opt-in TF32 variant
-  check_variant(variant, 7, "conv2d");
+  check_variant(variant, kVariantCount, "conv2d");
 #if defined(PYGAN_EMULATION)
   if (variant == kTf32Variant)
     throw std::invalid_argument("conv2d: variant 5 (tf32) needs a GPU: tensor-core instructions are not emulated");
@@ -530,8 +808,48 @@ bool empty(const Conv2dShape& s) {
   return s.n * s.c * s.h * s.w == 0 || s.n * s.o * s.oh * s.ow == 0 || s.o * s.c * s.kh * s.kw == 0;
 }
 
+#if !defined(PYGAN_EMULATION)
+// Variants 5 and 9 run only where both the GPU (compute capability) and the code loaded for the kernel
+// (its PTX arch, which is what __CUDA_ARCH__ was when its body was compiled) are 8.0 or newer:
+// a build for an older arch run through PTX JIT on a newer GPU would pass a device check alone
+// and run a kernel whose tensor-core body compiled out.
+template <class P>
+void check_tf32_kernel(void (*kern)(P, float*, int), int variant) {
+  int device = 0, major = 0, minor = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  cudaFuncAttributes attr{};
+  CUDA_CHECK(cudaFuncGetAttributes(&attr, reinterpret_cast<const void*>(kern)));
+  const std::string problem = tf32_arch_problem(attr.ptxVersion, major * 10 + minor, variant);
+  if (!problem.empty()) throw std::invalid_argument(problem);
+}
+#endif
+
 // Tile shape of variant 3: 64x64 (4x4 per thread), or 16x128 (1x8 per thread) for tiny M.
 constexpr bool small_m(int M) { return M <= 16; }
+// Tile shape of variants 8 and 9: 128x128, or 32x256 when M <= 32.
+constexpr bool pipelined_small_m(std::int64_t M) { return M <= 32; }
+
+// Variants 8 (TF32 = false) and 9 (TF32 = true).
+template <class P, bool TF32>
+void launch_pipelined(const P& prob, float* ws, int splits, int kchunk, cudaStream_t st) {
+  if (pipelined_small_m(prob.M)) {
+    auto kern = gemm_pipelined<P, 32, 256, TF32>;
+#if !defined(PYGAN_EMULATION)
+    if (TF32) check_tf32_kernel(kern, kMmaTf32Variant);
+#endif
+    const dim3 grid(ceil_div(prob.N, 256), ceil_div(prob.M, 32), splits);
+    PYGAN_LAUNCH(kern, grid, 256, 0, st, prob, ws, kchunk);
+  } else {
+    auto kern = gemm_pipelined<P, 128, 128, TF32>;
+#if !defined(PYGAN_EMULATION)
+    if (TF32) check_tf32_kernel(kern, kMmaTf32Variant);
+#endif
+    const dim3 grid(ceil_div(prob.N, 128), ceil_div(prob.M, 128), splits);
+    PYGAN_LAUNCH(kern, grid, 256, 0, st, prob, ws, kchunk);
+  }
+}
 
 template <class P, bool VEC>
 void launch_register_blocked(const P& prob, float* ws, int splits, int kchunk, cudaStream_t st) {
@@ -546,23 +864,6 @@ void launch_register_blocked(const P& prob, float* ws, int splits, int kchunk, c
   }
 }
 
-#if !defined(PYGAN_EMULATION)
-// Variant 5 runs only where both the GPU (compute capability) and the code loaded for the kernel
-// (its PTX arch, which is what __CUDA_ARCH__ was when its body was compiled) are 8.0 or newer:
-// a build for an older arch run through PTX JIT on a newer GPU would pass a device check alone
-// and run a kernel whose tensor-core body compiled out.
-template <class P>
-void check_tf32_kernel(void (*kern)(P, float*, int)) {
-  int device = 0, major = 0, minor = 0;
-  CUDA_CHECK(cudaGetDevice(&device));
-  CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-  CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
-  cudaFuncAttributes attr{};
-  CUDA_CHECK(cudaFuncGetAttributes(&attr, reinterpret_cast<const void*>(kern)));
-  const std::string problem = tf32_arch_problem(attr.ptxVersion, major * 10 + minor);
-  if (!problem.empty()) throw std::invalid_argument(problem);
-}
-#endif
 
 // Variant 7's rule (untimed guess): a GEMM of fewer tiles (variant 3's) than SMs, at most 32 outputs
 // per SM, K >= 256. Never for split-K calls (backward-weight), which pass splits > 1 or a workspace.
@@ -588,10 +889,18 @@ void launch_gemm(const P& prob, int variant, float* ws, int splits, int kchunk, 
   } else if (variant == kTf32Variant) {
 #if !defined(PYGAN_EMULATION)
     auto kern = gemm_wmma_tf32<P>;
-    check_tf32_kernel(kern);
+    check_tf32_kernel(kern, kTf32Variant);
     const dim3 grid(ceil_div(prob.N, 64), ceil_div(prob.M, 64), splits);
     PYGAN_LAUNCH(kern, grid, 128, 0, st, prob, ws, kchunk);
 #endif  // under emulation resolve() has already refused it
+  } else if (variant == kPipelinedVariant || variant == kMmaTf32Variant) {
+    // (backward-data runs by phase in these variants: the plain BackwardDataProblem never gets here)
+    if constexpr (!std::is_same_v<P, BackwardDataProblem>) {
+      if (variant == kPipelinedVariant)
+        launch_pipelined<P, false>(prob, ws, splits, kchunk, st);
+      else
+        launch_pipelined<P, true>(prob, ws, splits, kchunk, st);
+    }
   } else if (variant == 4) {
     launch_register_blocked<P, true>(prob, ws, splits, kchunk, st);
   } else {
@@ -609,7 +918,10 @@ SplitPlan split_plan(const Conv2dShape& s, int variant) {
   // 64-bit: K (< 2^31) rounded up to a multiple of 16 may be 2^31 itself
   const std::int64_t M = s.o, N = s.c * s.kh * s.kw, K = s.n * s.oh * s.ow;
   std::int64_t bm = 16, bn = 16;
-  if (variant == 3 || variant == 4 || variant >= kStrideAwareVariant) {
+  if (variant == kPipelinedVariant || variant == kMmaTf32Variant) {
+    bm = pipelined_small_m(M) ? 32 : 128;
+    bn = pipelined_small_m(M) ? 256 : 128;
+  } else if (variant == 3 || variant == 4 || variant >= kStrideAwareVariant) {
     bm = small_m(M) ? 16 : 64;
     bn = small_m(M) ? 128 : 64;
   } else if (variant == kTf32Variant) {
@@ -628,16 +940,37 @@ SplitPlan split_plan(const Conv2dShape& s, int variant) {
 
 }  // namespace
 
-std::string tf32_arch_problem(int ptx_version, int compute_capability) {
+std::string tf32_arch_problem(int ptx_version, int compute_capability, int variant) {
   const auto cc = [](int v) { return std::to_string(v / 10) + "." + std::to_string(v % 10); };
+  const std::string name = "conv2d: variant " + std::to_string(variant) + " (tf32)";
   if (compute_capability < 80)
-    return "conv2d: variant 5 (tf32) needs compute capability 8.0 or newer, this GPU has " + cc(compute_capability);
+    return name + " needs compute capability 8.0 or newer, this GPU has " + cc(compute_capability);
   if (ptx_version < 80)
-    return "conv2d: variant 5 (tf32) was compiled for compute capability " + cc(ptx_version) +
+    return name + " was compiled for compute capability " + cc(ptx_version) +
            " (its PTX, JIT-compiled for this " + cc(compute_capability) +
            " GPU), where its tensor-core body compiles out; rebuild with PYGAN_CUDA_ARCH including 80 or "
            "newer (the default is \"80;90\") to use it";
   return "";
+}
+
+std::string conv2d_tf32_problem() {
+#if defined(PYGAN_EMULATION)
+  return "";
+#else
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+    cudaGetLastError();  // not sticky: clear it
+    return "conv2d: variant 9 (tf32) needs a CUDA device, and none is visible";
+  }
+  int device = 0, major = 0, minor = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  cudaFuncAttributes attr{};
+  auto kern = gemm_pipelined<ForwardProblem, 128, 128, true>;
+  CUDA_CHECK(cudaFuncGetAttributes(&attr, reinterpret_cast<const void*>(kern)));
+  return tf32_arch_problem(attr.ptxVersion, major * 10 + minor, kMmaTf32Variant);
+#endif
 }
 
 std::vector<std::string> conv2d_variants() {
@@ -646,7 +979,10 @@ std::vector<std::string> conv2d_variants() {
           "variant 3 with float4 (128-bit) global loads where contiguous and aligned",
           "tf32 tensor cores (wmma m16n16k8), 64x64 tiles; opt-in, looser tolerance, GPU only",
           "variant 3, with stride-aware backward-data: one dense GEMM per output phase, no structural zeros",
-          "variant 6, and one block per output (a fixed-order block reduction over K) for small outputs, long K"};
+          "variant 6, and one block per output (a fixed-order block reduction over K) for small outputs, long K",
+          "pipelined implicit GEMM, 128x128 tiles (32x256 when M <= 32), 8x8 register micro-tiles, float4 shared "
+          "reads, two cp.async stages, backward-data by output phase (as variant 6)",
+          "tf32 tensor cores (mma.sync m16n8k8) on variant 8's tiling; opt-in, looser tolerance, sm_80+"};
 }
 
 void conv2d_forward(const float* x, const float* w, const float* b, float* y, const Conv2dShape& s, int variant,
@@ -721,7 +1057,7 @@ void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* w
     PYGAN_LAUNCH(backward_weight_direct, grid_for(count), kBlock, 0, st, x, dy, dw, s);
     return;
   }
-  if (variant >= kStrideAwareVariant) variant = 3;  // variants 6 and 7: backward-weight is variant 3's
+  if (variant == kStrideAwareVariant || variant == kSmallOutputVariant) variant = 3;  // their backward-weight is 3's
   const Dims d = dims_of(s);
   const BackwardWeightProblem prob{x, dy, dw, d, d.o, d.c * d.kh * d.kw, d.n * d.oh * d.ow};
   const SplitPlan plan = split_plan(s, variant);

@@ -64,9 +64,13 @@ struct Conv2dShape {
   std::int64_t n, c, h, w, o, kh, kw, oh, ow, sh, sw, ph, pw;
 };
 std::vector<std::string> conv2d_variants();
-// Why conv2d variant 5 (TF32) cannot run, or "" when it can: the PTX arch its kernel was compiled
-// for and the GPU's compute capability, both as major*10+minor (8.0 or newer needed for both).
-std::string tf32_arch_problem(int ptx_version, int compute_capability);
+// Why a conv2d TF32 variant (5: wmma, 9: mma.sync) cannot run, or "" when it can: the PTX arch its
+// kernel was compiled for and the GPU's compute capability, both as major*10+minor (8.0 or newer
+// needed for both).
+std::string tf32_arch_problem(int ptx_version, int compute_capability, int variant = 5);
+// Why variant 9 (the TF32 path the pygan.backends.tf32 opt-in takes) cannot run on the current
+// device, or "" when it can (always "" under emulation, which runs it).
+std::string conv2d_tf32_problem();
 // y = conv2d(x, w) (+ b[o]); b may be null.
 void conv2d_forward(const float* x, const float* w, const float* b, float* y, const Conv2dShape& s, int variant,
                     std::uintptr_t stream);

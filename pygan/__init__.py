@@ -8,7 +8,7 @@ import numpy as np
 
 from . import models, nn, ops, optim
 from .autograd import Tensor, enable_grad, grad, is_grad_enabled, no_grad, normalise_device, to_device
-from .backend import cuda_available, cuda_compiled
+from .backend import backends, cuda_available, cuda_compiled
 from .random import get_rng_state, manual_seed, set_rng_state
 
 __version__ = "0.1.0"
@@ -107,5 +107,5 @@ def cat(tensors, dim=0):
 __all__ = [
     "Tensor", "tensor", "randn", "rand", "zeros", "ones", "full", "zeros_like", "ones_like", "full_like", "cat",
     "no_grad", "enable_grad", "grad", "is_grad_enabled", "manual_seed", "get_rng_state", "set_rng_state",
-    "cuda_available", "cuda_compiled", "models", "nn", "ops", "optim", "float32", "float64",
+    "backends", "cuda_available", "cuda_compiled", "models", "nn", "ops", "optim", "float32", "float64",
 ]

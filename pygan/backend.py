@@ -4,6 +4,13 @@
 one CUDA device is visible. It answers quickly and silently (no error, no warning) everywhere,
 and caches the answer. `require_cupy()` returns the cupy module or raises RuntimeError saying
 what is missing.
+
+`backends` (also `pygan.backends`) holds process-wide switches, like `torch.backends`:
+`pygan.backends.tf32 = True` (or `PYGAN_TF32=1` in the environment) lets the convolutions (conv2d,
+conv_transpose2d, linear) run on TF32 tensor cores, as PyTorch's `allow_tf32` does: operands are
+rounded to a 10-bit mantissa, accumulation stays float32. Off by default. It changes only the
+default kernel (conv2d variant 0 becomes the mma.sync variant 9, on compute capability 8.0 or newer;
+older GPUs keep the float32 default); an explicitly chosen variant is always honoured.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from __future__ import annotations
 import functools
 import warnings
 
-__all__ = ["cuda_compiled", "cuda_available", "require_cupy", "native"]
+__all__ = ["cuda_compiled", "cuda_available", "require_cupy", "native", "backends"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -89,3 +96,33 @@ def require_cupy():
     if problem is not None:
         raise RuntimeError(problem)
     return _import_cupy()[0]
+
+
+_TRUE = ("1", "true", "yes", "on")
+
+
+class Backends:
+    """Process-wide backend switches (`pygan.backends`). `tf32`: see the module docstring."""
+
+    def __init__(self):
+        self._tf32 = None  # None: follow PYGAN_TF32
+
+    @property
+    def tf32(self) -> bool:
+        if self._tf32 is not None:
+            return self._tf32
+        import os
+
+        return os.environ.get("PYGAN_TF32", "").strip().lower() in _TRUE
+
+    @tf32.setter
+    def tf32(self, on):
+        if not isinstance(on, (bool, int)) or isinstance(on, int) and on not in (0, 1):
+            raise TypeError(f"pygan.backends.tf32 must be True or False, got {on!r}")
+        self._tf32 = bool(on)
+
+    def __repr__(self):
+        return f"pygan.backends(tf32={self.tf32})"
+
+
+backends = Backends()

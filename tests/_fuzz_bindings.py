@@ -288,10 +288,11 @@ BUILDERS = {
 NOARG = ("variants", "build_info", "cuda_device_count", "_emulation_selftest", "activation_variants",
          "loss_variants", "adam_variants", "conv2d_variants", "batch_norm_variants", "avg_pool2d_variants",
          "embedding_variants", "group_norm_variants", "rmsprop_variants", "cuda_sync", "_emulation_seed",
-         "_emulation_launches", "_emulation_recent_launches")
+         "_emulation_launches", "_emulation_recent_launches", "conv2d_tf32_problem")
 # Debug switches and test hooks that set process-wide state or fault on purpose: not fuzzed here
 # (tests/test_emulator_faults.py checks each of them).
-HOOKS = ("set_cuda_sync", "_emulation_set_seed", "_emulation_faulty_kernel", "_tf32_arch_problem")
+HOOKS = ("set_cuda_sync", "_emulation_set_seed", "_emulation_faulty_kernel", "_tf32_arch_problem",
+         "_emulation_mma_tf32")
 FAMILY = {"leaky_relu": "activation", "tanh": "activation", "sigmoid": "activation", "binary": "loss",
           "softmax": "loss", "bce": "loss", "adam": "adam", "conv2d": "conv2d", "batch": "batch_norm",
           "avg": "avg_pool2d", "embedding": "embedding", "group": "group_norm", "rmsprop": "rmsprop"}

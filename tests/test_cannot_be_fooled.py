@@ -77,6 +77,11 @@ def test_emulated_kernel_tests_fail_when_no_kernel_runs(tmp_path):
     check_all_fail(tmp_path, ["test_emulated_kernels.py", "test_emulated_embedding.py"], 60)
 
 
+def test_fast_conv_kernel_tests_fail_when_no_kernel_runs(tmp_path):
+    """Conv2d's variants 8 and 9 and the emulated mma.sync (test_emulated_conv_fast.py; ~20 s)."""
+    check_all_fail(tmp_path, ["test_emulated_conv_fast.py"], 30)
+
+
 @pytest.mark.slow
 def test_every_emulated_test_fails_when_no_kernel_runs(tmp_path):
     """Every emulated test file at once (~30 s on 2 cores)."""

@@ -4,8 +4,8 @@ skipped where no GPU is visible (tests/conftest.py).
 
 Tolerance: |out - ref| <= atol + rtol * |ref| with rtol 1e-3 and atol 1e-3 * max|ref| (float32
 sums over up to C*kh*kw = 8192 or N*OH*OW terms; order differs from numpy's).
-The opt-in TF32 tensor-core conv2d variant (5) rounds its operands to a 10-bit mantissa (relative
-error up to 2^-11 per operand), so it is left out of the float32 loops and checked on its own at
+The opt-in TF32 tensor-core conv2d variants (5: wmma, 9: mma.sync) round their operands to a 10-bit mantissa (relative
+error up to 2^-11 per operand), so they are left out of the float32 loops and checked on their own at
 rtol 2e-2 and atol 2e-2 * max|ref| (relative to the output's scale).
 """
 
@@ -105,7 +105,7 @@ def test_conv_transpose2d_dcgan_shapes_all_variants(cp, ops, rng, case):
 
 
 def test_conv2d_tf32_variant_is_listed_and_not_default():
-    assert tf32_variants("conv2d") == [5]
+    assert tf32_variants("conv2d") == [5, 9]
     assert "tf32" in variant_names("conv2d")[4].lower()
 
 

@@ -8,8 +8,9 @@ H, W <= 9).
 
 Tolerances (|out - ref| <= atol + rtol * |ref|):
   conv2d / conv_transpose2d, all three computations: atol 1e-4, rtol 1e-4 (float32 sums of at
-      most a few hundred products of N(0, 1) values); every variant but the TF32 tensor-core one,
-      which cannot be emulated and is skipped here (tests/test_cuda_conv_batchnorm.py checks it);
+      most a few hundred products of N(0, 1) values); every variant but the TF32 tensor-core ones:
+      5 (wmma) cannot be emulated (tests/test_cuda_conv_batchnorm.py checks it on a GPU), 9
+      (mma.sync) is checked at its TF32 tolerance in tests/test_emulated_conv_fast.py;
   batch norm (+ leaky ReLU): atol 1e-4, rtol 1e-4 on y, mean, rstd, running stats, dx, dgamma, dbeta.
 """
 
@@ -27,11 +28,13 @@ from pygan.ops.native_conv_bn import Native  # noqa: E402
 
 ATOL = RTOL = 1e-4
 CONV_NAMES = emu.conv2d_variants()
-# tensor-core (TF32) variants: nvcc only; selecting one under emulation raises ValueError
+# tensor-core (TF32) variants, tested at their own tolerance: 5 (wmma) is nvcc only (selecting it
+# under emulation raises ValueError); 9 (mma.sync) runs emulated, in tests/test_emulated_conv_fast.py
 TF32_VARIANTS = [v for v, name in enumerate(CONV_NAMES, 1) if "tf32" in name.lower()]
-TF32_SKIP = "variant {} (tf32) needs a GPU: tensor-core instructions are not emulated"
+TF32_SKIP = {5: "variant 5 (tf32, wmma) needs a GPU: its tensor-core instructions are not emulated",
+             9: "variant 9 (tf32, mma.sync) is checked at the TF32 tolerance in test_emulated_conv_fast.py"}
 CONV_VARIANTS = [
-    pytest.param(v, marks=pytest.mark.skip(reason=TF32_SKIP.format(v))) if v in TF32_VARIANTS else v
+    pytest.param(v, marks=pytest.mark.skip(reason=TF32_SKIP[v])) if v in TF32_VARIANTS else v
     for v in range(1, len(CONV_NAMES) + 1)
 ]
 EMULATED_CONV_VARIANTS = [v for v in range(1, len(CONV_NAMES) + 1) if v not in TF32_VARIANTS]
@@ -327,7 +330,7 @@ def test_conv2d_split_plan_within_128_of_2_to_the_31(variant, k):
 
 def test_conv2d_variant_names_and_bad_variant():
     assert len(emu.conv2d_variants()) == len(CONV_VARIANTS) >= 5
-    assert TF32_VARIANTS == [5]
+    assert TF32_VARIANTS == [5, 9]
     assert emu.variants()["conv2d"] == emu.conv2d_variants()
     x, w = np.ones((1, 1, 3, 3), np.float32), np.ones((1, 1, 2, 2), np.float32)
     y = np.empty((1, 1, 2, 2), np.float32)

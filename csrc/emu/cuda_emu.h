@@ -23,6 +23,16 @@
 //   * warp shuffles/votes exchange values through a per-warp buffer between two per-warp barriers;
 //     all live lanes of the warp must take part (a mask missing a live lane aborts with a message);
 //     reading a lane that does not exist or has returned gives poison (all bits set: NaN, -1);
+//   * mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 (pygan_emu::mma_m16n8k8_tf32, used through
+//     csrc/ptx.cuh) is a warp-collective step implemented exactly as the PTX ISA's "Matrix Fragments
+//     for mma.m16n8k8" (.tf32) lays the fragments out: the 32 lanes publish their a0..a3, b0, b1,
+//     c0..c3 in a per-warp buffer between two per-warp barriers, each lane gathers A (16x8), B (8x8)
+//     and C (16x8), rounds A and B to TF32 (cvt.rna) and computes its own four D entries in float32
+//     (k in order 0..7; a product of two TF32 values is exact in float32). All 32 lanes must take
+//     part: a warp with a lane missing (returned, or a partial warp) is a fault, as a divergent
+//     __syncthreads() is. cvt.rna.tf32.f32 (pygan_emu::cvt_rna_tf32) rounds to nearest, ties away
+//     from zero, to a 10-bit mantissa; cp.async (+ commit/wait groups) is a plain copy at issue
+//     time (zero-fill when the source size is 0), which is one legal schedule of the real thing;
 //   * float2/float4 loads and stores (copying one out of or into memory, as `v = p4[i]` and
 //     `p4[i] = v` do) check that the address is aligned to the vector's size, 8 or 16 bytes, and
 //     fault if not, as the GPU does (cudaErrorMisalignedAddress);
@@ -56,8 +66,12 @@
 //     float2/float4 (none are used); out-of-bounds global accesses (host memory: use ASan, or
 //     compute-sanitizer memcheck on a GPU) unless they land outside mapped memory;
 //   * timing, coalescing, bank conflicts, register/occupancy limits, and tensor-core/PTX
-//     instructions (kernels using those need an #ifdef'd fallback; conv2d's TF32 variant has none
-//     and is refused under emulation). Streams are opaque and ignored: launches run synchronously.
+//     instructions other than the three above (kernels using those need an #ifdef'd fallback;
+//     conv2d's wmma TF32 variant 5 has none and is refused under emulation; its mma.sync variant 9
+//     runs here); the tensor core's own accumulation order and internal precision (the emulated
+//     mma sums in float32 in k order; a GPU may differ in the last bits, within the TF32
+//     tolerance the tests use); asynchronous-copy hazards (a cp.async read before its wait_group
+//     sees the data here). Streams are opaque and ignored: launches run synchronously.
 #pragma once
 #if defined(__CUDACC__)
 #error "cuda_emu.h is for the host compiler (PYGAN_EMULATION); nvcc uses the real CUDA headers"
@@ -340,6 +354,7 @@ struct Warp {
   std::barrier<> bar;
   std::uint64_t slot[32];
   std::atomic<unsigned> live;
+  std::uint32_t mma[32][10];  // mma.sync: each lane's a0..a3, b0, b1, c0..c3 (as bits)
 };
 struct Block;
 // Runs when every thread still running has arrived at a __syncthreads(): they must all be at the
@@ -563,3 +578,84 @@ inline int __all_sync(unsigned mask, int p) {
   unsigned m = mask & pygan_emu::my_warp().live.load();
   return pygan_emu::ballot(mask, p, "__all_sync") == m;
 }
+
+
+// ---- PTX instructions with documented per-lane semantics (csrc/ptx.cuh wraps them) ---------------
+namespace pygan_emu {
+// cvt.rna.tf32.f32: round to nearest, ties away from zero, keeping 10 mantissa bits (the low 13
+// bits of the result are zero). Adding half an ulp of TF32 to the magnitude bits and truncating
+// rounds ties away; a carry into the exponent is right (the largest finite values round to
+// infinity, as RNA does). NaN stays NaN (canonical quiet NaN), infinities stay infinities.
+inline std::uint32_t cvt_rna_tf32(float x) {
+  std::uint32_t bits;
+  std::memcpy(&bits, &x, 4);
+  if ((bits & 0x7f800000u) == 0x7f800000u) return (bits & 0x007fffffu) ? 0x7fffffffu : bits;
+  return (bits + 0x1000u) & ~0x1fffu;
+}
+inline float tf32_value(std::uint32_t bits) {  // the float an (already TF32) .b32 register holds
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+// mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 d, a, b, c, as the PTX ISA lays it out, with
+// groupID = lane >> 2, t = lane % 4:
+//   A (16x8, row): a0 (g, t), a1 (g + 8, t), a2 (g, t + 4), a3 (g + 8, t + 4)
+//   B (8x8, col):  b0 (t, g), b1 (t + 4, g)
+//   C, D (16x8):   c0 (g, 2t), c1 (g, 2t + 1), c2 (g + 8, 2t), c3 (g + 8, 2t + 1)
+// Operands are rounded to TF32 here too (idempotent on values that went through cvt.rna; PTX leaves
+// un-converted .tf32 operands to the implementation). d may alias c.
+inline void mma_m16n8k8_tf32(float (&d)[4], const std::uint32_t (&a)[4], const std::uint32_t (&b)[2],
+                             const float (&c)[4]) {
+  Warp& w = my_warp();
+  const auto missing = [&](const char* when) {
+    const unsigned live = w.live.load();
+    if (live == ~0u) return;
+    char buf[256];
+    std::snprintf(buf, sizeof buf, "mma.sync.aligned.m16n8k8 %s with live lanes 0x%08x in warp %d of block (%u, %u, %u): "
+                  "all 32 lanes must execute it (a warp-collective instruction)", when, live, warp_id, blockIdx.x,
+                  blockIdx.y, blockIdx.z);
+    record_fault(cudaErrorLaunchFailure, buf);
+    throw Fault{};
+  };
+  missing("entered");
+  std::uint32_t* mine = w.mma[lane];
+  for (int i = 0; i < 4; ++i) mine[i] = a[i];
+  for (int i = 0; i < 2; ++i) mine[4 + i] = b[i];
+  for (int i = 0; i < 4; ++i) std::memcpy(&mine[6 + i], &c[i], 4);
+  w.bar.arrive_and_wait();
+  missing("completed");  // a lane that returned while the others waited: its registers are gone
+  const auto A = [&](int row, int col) {  // the lane and register holding A(row, col)
+    const int l = (row % 8) * 4 + col % 4, r = (row >= 8 ? 1 : 0) + (col >= 4 ? 2 : 0);
+    return tf32_value(cvt_rna_tf32(tf32_value(w.mma[l][r])));
+  };
+  const auto B = [&](int row, int col) {
+    const int l = col * 4 + row % 4, r = row >= 4 ? 1 : 0;
+    return tf32_value(cvt_rna_tf32(tf32_value(w.mma[l][4 + r])));
+  };
+  const int g = lane >> 2, t = lane & 3;
+  float out[4];
+  for (int i = 0; i < 4; ++i) {
+    const int row = g + (i >= 2 ? 8 : 0), col = 2 * t + (i & 1);
+    float acc = tf32_value(w.mma[lane][6 + i]);
+    for (int k = 0; k < 8; ++k) acc += A(row, k) * B(k, col);
+    out[i] = acc;
+  }
+  w.bar.arrive_and_wait();  // nobody overwrites the buffer while another lane still reads it
+  for (int i = 0; i < 4; ++i) d[i] = out[i];
+}
+
+// cp.async.{ca,cg}.shared.global [dst], [src], cp_size, src_size: copy src_size bytes, zero-fill
+// the rest of cp_size. Here at once (a legal schedule: the data is there before any wait_group).
+// Both addresses must be aligned to cp_size, as PTX requires.
+inline void cp_async(void* dst, const void* src, int cp_size, int src_size) {
+  if (reinterpret_cast<std::uintptr_t>(dst) % cp_size || (src_size > 0 && reinterpret_cast<std::uintptr_t>(src) % cp_size)) {
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "misaligned cp.async of %d bytes (shared %p, global %p)", cp_size, dst, src);
+    record_fault(cudaErrorMisalignedAddress, std::string(buf) + " by " + where_am_i());
+    throw Fault{};
+  }
+  if (src_size > 0) std::memcpy(dst, src, src_size);
+  if (src_size < cp_size) std::memset(static_cast<char*>(dst) + src_size, 0, cp_size - src_size);
+}
+}  // namespace pygan_emu

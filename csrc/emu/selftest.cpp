@@ -7,6 +7,8 @@
 #error "selftest.cpp is for the emulation module only"
 #endif
 #include <algorithm>
+#include <limits>
+#include <random>
 #include <cmath>
 #include <cstdint>
 #include <stdexcept>
@@ -15,6 +17,7 @@
 #include <vector>
 
 #include "../common.cuh"
+#include "../ptx.cuh"
 
 namespace {
 
@@ -100,6 +103,51 @@ __global__ void atomics(float* sum, int* mx) {
 
 __global__ void partial_warp(float* out) {  // 40 threads: the second warp has 8 lanes
   out[threadIdx.x] = __shfl_down_sync(0xffffffffu, 1.0f, 4);
+}
+
+// One mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 over row-major A (16x8), B (8x8, k by n),
+// C (16x8) into D (16x8), 32 threads. The fragments are placed here by the PTX ISA's own formulas
+// ("Matrix Fragments for mma.m16n8k8", .tf32), written independently of the emulator's gather, so
+// a wrong layout in either shows as a wrong D.
+__global__ void mma_tf32_tile(const float* A, const float* B, const float* C, float* D) {
+  const int lane = threadIdx.x, g = lane >> 2, t = lane % 4;
+  const std::uint32_t a[4] = {pygan::tf32_round(A[g * 8 + t]), pygan::tf32_round(A[(g + 8) * 8 + t]),
+                              pygan::tf32_round(A[g * 8 + t + 4]), pygan::tf32_round(A[(g + 8) * 8 + t + 4])};
+  const std::uint32_t b[2] = {pygan::tf32_round(B[t * 8 + g]), pygan::tf32_round(B[(t + 4) * 8 + g])};
+  float d[4] = {C[g * 8 + 2 * t], C[g * 8 + 2 * t + 1], C[(g + 8) * 8 + 2 * t], C[(g + 8) * 8 + 2 * t + 1]};
+  pygan::mma_m16n8k8_tf32(d, a, b);
+  D[g * 8 + 2 * t] = d[0];
+  D[g * 8 + 2 * t + 1] = d[1];
+  D[(g + 8) * 8 + 2 * t] = d[2];
+  D[(g + 8) * 8 + 2 * t + 1] = d[3];
+}
+
+__global__ void tf32_rounding(const float* in, float* out) {
+  out[threadIdx.x] = __uint_as_float(pygan::tf32_round(in[threadIdx.x]));
+}
+
+__global__ void mma_missing_lane(float* out) {  // lane 31 returns before the warp-collective mma
+  if (threadIdx.x == 31) return;
+  const std::uint32_t a[4] = {0, 0, 0, 0}, b[2] = {0, 0};
+  float d[4] = {0, 0, 0, 0};
+  pygan::mma_m16n8k8_tf32(d, a, b);
+  out[threadIdx.x] = d[0];
+}
+
+__global__ void mma_partial_warp(float* out) {  // 40 threads: warp 1 has 8 lanes
+  const std::uint32_t a[4] = {0, 0, 0, 0}, b[2] = {0, 0};
+  float d[4] = {0, 0, 0, 0};
+  pygan::mma_m16n8k8_tf32(d, a, b);
+  out[threadIdx.x] = d[0];
+}
+
+__global__ void cp_async_copies(const float* src, float* out) {  // 32 threads: copy, zero-fill, wait
+  PYGAN_SHARED(float, buf, [32]);
+  pygan::cp_async_f32(&buf[threadIdx.x], src + threadIdx.x, threadIdx.x % 3 != 0);
+  pygan::cp_async_commit();
+  pygan::cp_async_wait<0>();
+  __syncthreads();
+  out[threadIdx.x] = buf[31 - threadIdx.x];
 }
 
 // The index helpers of common.cuh within a tile of 2^31 (issue 13), computed in a kernel: the
@@ -236,6 +284,10 @@ std::vector<std::pair<std::string, bool>> pygan_emulation_selftest() {
     r.push_back({"aligned float4 loads and float2 stores", ok});
     r.push_back({"divergent __syncthreads faults",
                  fault([&] { PYGAN_LAUNCH(divergent_barrier, 1, 32, 0, s, out); }, "divergent __syncthreads()")});
+    r.push_back({"mma.sync with a returned lane faults",
+                 fault([&] { PYGAN_LAUNCH(mma_missing_lane, 1, 32, 0, s, out); }, "all 32 lanes must execute it")});
+    r.push_back({"mma.sync in a partial warp faults",
+                 fault([&] { PYGAN_LAUNCH(mma_partial_warp, 1, 40, 0, s, out); }, "all 32 lanes must execute it")});
   }
   {
     float sum = 0;
@@ -262,6 +314,74 @@ std::vector<std::pair<std::string, bool>> pygan_emulation_selftest() {
     r.push_back({"empty grid is a launch error", launch_fails(dim3(0), dim3(32), 0)});
     r.push_back({"1025 threads is a launch error", launch_fails(dim3(1), dim3(1025), 0)});
     r.push_back({"64 KB dynamic smem is a launch error", launch_fails(dim3(1), dim3(32), 64 * 1024)});
+  }
+  {
+    // cvt.rna.tf32.f32: ties away from zero (1 + 2^-11 is halfway: RNE would give 1), below half
+    // rounds down, carries into the exponent, the largest float overflows to infinity, NaN/inf kept.
+    const float h = std::ldexp(1.0f, -11);
+    std::vector<float> in = {1.0f + h, -(1.0f + h), 1.0f + h - std::ldexp(1.0f, -23), 2.0f - h, std::numeric_limits<float>::max(),
+                             INFINITY, NAN, 0.0f};
+    std::vector<float> want = {1.0f + 2 * h, -(1.0f + 2 * h), 1.0f, 2.0f, INFINITY, INFINITY, NAN, 0.0f};
+    std::vector<float> o(in.size(), -1.0f);
+    PYGAN_LAUNCH(tf32_rounding, 1, static_cast<unsigned>(in.size()), 0, s, in.data(), o.data());
+    bool ok = true;
+    for (std::size_t i = 0; i < in.size(); ++i) ok &= std::isnan(want[i]) ? std::isnan(o[i]) : o[i] == want[i];
+    r.push_back({"cvt.rna.tf32.f32 rounds to nearest, ties away", ok});
+  }
+  {
+    // mma.sync m16n8k8 tf32, layout: distinct small integers in A, B and C make D exact, and any
+    // transposed or swapped fragment register changes it.
+    std::vector<float> A(128), B(64), C(128), D(128, NAN);
+    for (int m = 0; m < 16; ++m)
+      for (int k = 0; k < 8; ++k) A[m * 8 + k] = static_cast<float>(1 + m + 16 * k);
+    for (int k = 0; k < 8; ++k)
+      for (int n = 0; n < 8; ++n) B[k * 8 + n] = static_cast<float>(1 + k + 8 * n);
+    for (int m = 0; m < 16; ++m)
+      for (int n = 0; n < 8; ++n) C[m * 8 + n] = static_cast<float>(1000 * m + n);
+    PYGAN_LAUNCH(mma_tf32_tile, 1, 32, 0, s, A.data(), B.data(), C.data(), D.data());
+    bool ok = true;
+    for (int m = 0; m < 16; ++m)
+      for (int n = 0; n < 8; ++n) {
+        double want = C[m * 8 + n];
+        for (int k = 0; k < 8; ++k) want += double(A[m * 8 + k]) * B[k * 8 + n];
+        ok &= D[m * 8 + n] == want;
+      }
+    r.push_back({"mma.sync m16n8k8 tf32: fragment layout (exact integer product)", ok});
+    // random operands: D against a float64 product of the TF32-rounded A and B, within float32
+    // accumulation error (9 terms: 2^-24 * 9 * sum |terms|, doubled for margin)
+    std::mt19937 gen(1234);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    const auto tf32 = [](float x) { return pygan_emu::tf32_value(pygan_emu::cvt_rna_tf32(x)); };
+    bool close = true, rounded = true;
+    for (int trial = 0; trial < 4; ++trial) {
+      for (float& v : A) v = nd(gen);
+      for (float& v : B) v = nd(gen);
+      for (float& v : C) v = nd(gen);
+      PYGAN_LAUNCH(mma_tf32_tile, 1, 32, 0, s, A.data(), B.data(), C.data(), D.data());
+      double worst_vs_fp32 = 0.0;
+      for (int m = 0; m < 16; ++m)
+        for (int n = 0; n < 8; ++n) {
+          double want = C[m * 8 + n], mag = std::fabs(want), exact = C[m * 8 + n];
+          for (int k = 0; k < 8; ++k) {
+            const double p = double(tf32(A[m * 8 + k])) * tf32(B[k * 8 + n]);
+            want += p, mag += std::fabs(p);
+            exact += double(A[m * 8 + k]) * B[k * 8 + n];
+          }
+          close &= std::fabs(D[m * 8 + n] - want) <= 2.0 * 9.0 * std::ldexp(1.0, -24) * mag;
+          worst_vs_fp32 = std::max(worst_vs_fp32, std::fabs(D[m * 8 + n] - exact) / mag);
+        }
+      rounded &= worst_vs_fp32 > 1e-6;  // the inputs really were rounded to TF32 (not fp32 math)
+    }
+    r.push_back({"mma.sync m16n8k8 tf32: random operands match float64 of TF32-rounded inputs", close});
+    r.push_back({"mma.sync m16n8k8 tf32: operands are rounded to TF32", rounded});
+  }
+  {
+    alignas(16) float src[32], o[32];
+    for (int i = 0; i < 32; ++i) src[i] = static_cast<float>(i + 1), o[i] = -1.0f;
+    PYGAN_LAUNCH(cp_async_copies, 1, 32, 0, s, src, o);
+    bool ok = true;
+    for (int i = 0; i < 32; ++i) ok &= o[i] == ((31 - i) % 3 != 0 ? static_cast<float>(32 - i) : 0.0f);
+    r.push_back({"cp.async copies and zero-fills", ok});
   }
   {
     std::vector<std::int64_t> o(10, -7);
@@ -297,6 +417,14 @@ void pygan_emulation_faulty_kernel(const std::string& kind, float* out) {
     PYGAN_LAUNCH(misaligned_load, 1, 8, 0, s, out, out + 32);
   else if (kind == "divergent")
     PYGAN_LAUNCH(divergent_barrier, 1, 32, 0, s, out);
+  else if (kind == "mma_missing_lane")
+    PYGAN_LAUNCH(mma_missing_lane, 1, 32, 0, s, out);
   else
-    throw std::invalid_argument("_emulation_faulty_kernel: kind must be 'misaligned' or 'divergent'");
+    throw std::invalid_argument("_emulation_faulty_kernel: kind must be 'misaligned', 'divergent' or 'mma_missing_lane'");
+}
+
+// One emulated mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 (32 threads building their
+// fragments by the PTX layout): d (16x8) = a (16x8) * b (8x8) + c (16x8), all row-major float32.
+void pygan_emulation_mma_tf32(const float* a, const float* b, const float* c, float* d) {
+  PYGAN_LAUNCH(mma_tf32_tile, 1, 32, 0, nullptr, a, b, c, d);
 }

@@ -6,7 +6,9 @@ very same wrapper logic on the host-emulated kernels, which is how the tests che
 GPU. Functions have the reference's exact signatures (pygan/ops/reference.py); arguments were
 validated by the registry (pygan.ops). Kernel variant: ``VARIANTS`` (module-level, family ->
 int, 0 = the kernel file's default) or ``Native(..., variants={...})``; never an extra argument,
-so signatures stay identical to the reference's.
+so signatures stay identical to the reference's. With ``pygan.backends.tf32`` on (``PYGAN_TF32=1``),
+conv2d's default becomes the TF32 tensor-core variant ``TF32_CONV_VARIANT`` where the device can
+run it; a variant chosen explicitly is kept.
 
 conv_transpose2d runs on the three conv computations: its forward is conv backward-data (y plays
 conv's input, x conv's output), its backward-data is conv forward of dy, its backward-weight is conv
@@ -22,6 +24,17 @@ from __future__ import annotations
 
 # family -> variant (0: the kernel file's default). Benchmarks and tests may change these.
 VARIANTS = {"conv2d": 0, "batch_norm": 0}
+# The conv2d variant the TF32 opt-in (pygan.backends.tf32 / PYGAN_TF32=1) puts in place of the default.
+TF32_CONV_VARIANT = 9
+_tf32_problems = {}  # native module -> why it cannot run TF32 ("" when it can), asked once
+
+
+def tf32_problem(lib):
+    """Why `lib` (pygan._C or pygan._emu) cannot run conv2d's TF32 variant here, or ""."""
+    key = id(lib)
+    if key not in _tf32_problems:
+        _tf32_problems[key] = str(lib.conv2d_tf32_problem())
+    return _tf32_problems[key]
 
 
 def _pair(v):
@@ -53,7 +66,13 @@ class Native:
     # -- helpers -------------------------------------------------------------------------------
     def variant(self, family):
         table = self._variants if self._variants is not None else VARIANTS
-        return int(table.get(family, 0))
+        v = int(table.get(family, 0))
+        if v == 0 and family == "conv2d":
+            from ..backend import backends
+
+            if backends.tf32 and tf32_problem(self.lib) == "":  # opt-in; GPUs below sm_80 keep fp32
+                return TF32_CONV_VARIANT
+        return v
 
     def _f32(self, a):
         """float32, C-contiguous, of this backend (the kernels are float32 only)."""
