@@ -155,6 +155,11 @@ class Native:
         return self._cast_back(dx, x), self._cast_back(dw, x), self._cast_back(db, x)
 
     # -- batch norm ----------------------------------------------------------------------------
+    def _bn_workspace(self, shape, variant):
+        # scratch space of the variant (3: partial statistics and a per-channel table), or None
+        n_ws = self.lib.batch_norm_workspace_size(tuple(shape), variant)
+        return self._empty((n_ws,)) if n_ws > 0 else None
+
     def _bn_forward(self, x, gamma, beta, running_mean, running_var, training, momentum, eps, act, slope):
         xf = self._f32(x)
         c = x.shape[1]
@@ -169,9 +174,10 @@ class Native:
                 runs.append(r)
             else:
                 runs.append(self._f32(r))
+        v = self.variant("batch_norm")
         self.lib.batch_norm_forward(xf, self._f32(gamma), self._f32(beta), runs[0], runs[1], y, mean, rstd,
                                     bool(training), float(momentum), float(eps), act, float(slope),
-                                    self.variant("batch_norm"), self._stream())
+                                    v, self._stream(), self._bn_workspace(xf.shape, v))
         for orig, used in zip((running_mean, running_var), runs):
             if orig is not None and used is not orig:
                 orig[...] = used
@@ -183,9 +189,10 @@ class Native:
         dx = self._empty(xf.shape)
         dgamma = self._empty((c,)) if gamma is not None else None
         dbeta = self._empty((c,)) if gamma is not None else None
+        v = self.variant("batch_norm")
         self.lib.batch_norm_backward(xf, self._f32(gamma), self._f32(beta), self._f32(dy), self._f32(mean),
                                      self._f32(rstd), dx, dgamma, dbeta, bool(training), act, float(slope),
-                                     self.variant("batch_norm"), self._stream())
+                                     v, self._stream(), self._bn_workspace(xf.shape, v))
         return self._cast_back(dx, x), self._cast_back(dgamma, x), self._cast_back(dbeta, x)
 
     def batch_norm_forward(self, x, gamma, beta, running_mean, running_var, training, momentum, eps):
