@@ -45,6 +45,7 @@ std::vector<std::pair<std::string, bool>> pygan_emulation_selftest();
 std::uint64_t pygan_emulation_seed();
 void pygan_emulation_set_seed(std::uint64_t seed);
 std::uint64_t pygan_emulation_launches();
+int pygan_emulation_concurrent_blocks();
 std::vector<std::pair<std::string, unsigned>> pygan_emulation_recent_launches();
 void pygan_emulation_faulty_kernel(const std::string& kind, float* out);
 #endif
@@ -383,6 +384,8 @@ PYBIND11_MODULE(PYGAN_MODULE_NAME, m) {
         "Set the block-order seed and restart the launch count it is combined with.");
   m.def("_emulation_launches", &pygan_emulation_launches,
         "Kernel launches so far (run, or skipped under PYGAN_EMU_SKIP_LAUNCH=1).");
+  m.def("_emulation_concurrent_blocks", &pygan_emulation_concurrent_blocks,
+        "Blocks a launch runs at once: 2 with PYGAN_EMU_CONCURRENT_BLOCKS=2 (read at every launch), else 1.");
   m.def("_emulation_recent_launches", &pygan_emulation_recent_launches,
         "The last (up to 64) launches, oldest first: (kernel as written at the launch site, blocks in the grid).");
   m.def(

@@ -293,7 +293,7 @@ BUILDERS = {
 NOARG = ("variants", "build_info", "cuda_device_count", "_emulation_selftest", "activation_variants",
          "loss_variants", "adam_variants", "conv2d_variants", "batch_norm_variants", "avg_pool2d_variants",
          "embedding_variants", "group_norm_variants", "rmsprop_variants", "cuda_sync", "_emulation_seed",
-         "_emulation_launches", "_emulation_recent_launches")
+         "_emulation_launches", "_emulation_recent_launches", "_emulation_concurrent_blocks")
 # Debug switches and test hooks that set process-wide state or fault on purpose: not fuzzed here
 # (tests/test_emulator_faults.py checks each of them).
 HOOKS = ("set_cuda_sync", "_emulation_set_seed", "_emulation_faulty_kernel", "_tf32_arch_problem")
