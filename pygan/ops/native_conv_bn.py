@@ -40,7 +40,9 @@ class Native:
 
     def __init__(self, lib, xp, stream=None, variants=None, poison=False):
         self.lib, self.xp = lib, xp
+        self._array_type, self._float32 = xp.ndarray, xp.dtype(xp.float32)
         self._stream = stream or (lambda: 0)
+        self._bn_ws_sizes = {}  # (x shape, variant) -> floats of batch-norm workspace
         self._variants = variants
         # tests: outputs and workspaces filled with NaN (True) or a given float before the kernel
         self.poison = None if poison is None or poison is False else float("nan") if poison is True else float(poison)
@@ -59,6 +61,8 @@ class Native:
         """float32, C-contiguous, of this backend (the kernels are float32 only)."""
         if a is None:
             return None
+        if type(a) is self._array_type and a.dtype == self._float32 and a.ndim and a.flags.c_contiguous:
+            return a  # what ascontiguousarray would return, without its call
         return self.xp.ascontiguousarray(a, dtype=self.xp.float32)
 
     def _cast_back(self, out, like):
@@ -157,7 +161,12 @@ class Native:
     # -- batch norm ----------------------------------------------------------------------------
     def _bn_workspace(self, shape, variant):
         # scratch space of the variant (3: partial statistics and a per-channel table), or None
-        n_ws = self.lib.batch_norm_workspace_size(tuple(shape), variant)
+        key = (tuple(shape), variant)
+        n_ws = self._bn_ws_sizes.get(key)
+        if n_ws is None:
+            if len(self._bn_ws_sizes) > 256:  # many shapes (a varying batch): start over
+                self._bn_ws_sizes.clear()
+            n_ws = self._bn_ws_sizes[key] = self.lib.batch_norm_workspace_size(key[0], variant)
         return self._empty((n_ws,)) if n_ws > 0 else None
 
     def _bn_forward(self, x, gamma, beta, running_mean, running_var, training, momentum, eps, act, slope):
