@@ -448,7 +448,8 @@ struct ElementwisePlan {
   std::int64_t step_cols, step_chans;
 };
 ElementwisePlan elementwise_plan(std::int64_t total_v, std::int64_t C, std::int64_t Mv) {
-  const std::int64_t blocks = std::min<std::int64_t>(ceil_div<std::int64_t>(total_v, kV3Threads), kV3MaxElementwiseBlocks);
+  const std::int64_t blocks =
+      std::min<std::int64_t>(ceil_div<std::int64_t>(total_v, kV3Threads), kV3MaxElementwiseBlocks);
   const std::int64_t stride = blocks * kV3Threads;
   return {static_cast<unsigned>(blocks), stride % Mv, (stride / Mv) % C};
 }
@@ -517,12 +518,12 @@ void batch_norm_v3_forward(const float* x, const float* gamma, const float* beta
   const ElementwisePlan plan = elementwise_plan(total_v, c, Mv);
   if (vec) {
     auto normalise = bn3_normalise<true>;
-    PYGAN_LAUNCH(normalise, plan.blocks, kV3Threads, 0, st, x, table, y, total_v, c, Mv, plan.step_cols, plan.step_chans,
-                 act, slope);
+    PYGAN_LAUNCH(normalise, plan.blocks, kV3Threads, 0, st, x, table, y, total_v, c, Mv, plan.step_cols,
+                 plan.step_chans, act, slope);
   } else {
     auto normalise = bn3_normalise<false>;
-    PYGAN_LAUNCH(normalise, plan.blocks, kV3Threads, 0, st, x, table, y, total_v, c, Mv, plan.step_cols, plan.step_chans,
-                 act, slope);
+    PYGAN_LAUNCH(normalise, plan.blocks, kV3Threads, 0, st, x, table, y, total_v, c, Mv, plan.step_cols,
+                 plan.step_chans, act, slope);
   }
 }
 
@@ -537,12 +538,12 @@ void batch_norm_v3_backward(const float* x, const float* gamma, const float* bet
   float* partials = workspace + kV3TableStride * c;
   if (vec) {
     auto partial_grads = bn3_partial_grads<true>;
-    PYGAN_LAUNCH(partial_grads, static_cast<unsigned>(c * parts), kV3Threads, 0, st, x, gamma, beta, dy, mean, rstd, partials,
-                 n, c, Mv, parts, act, slope);
+    PYGAN_LAUNCH(partial_grads, static_cast<unsigned>(c * parts), kV3Threads, 0, st, x, gamma, beta, dy, mean, rstd,
+                 partials, n, c, Mv, parts, act, slope);
   } else {
     auto partial_grads = bn3_partial_grads<false>;
-    PYGAN_LAUNCH(partial_grads, static_cast<unsigned>(c * parts), kV3Threads, 0, st, x, gamma, beta, dy, mean, rstd, partials,
-                 n, c, Mv, parts, act, slope);
+    PYGAN_LAUNCH(partial_grads, static_cast<unsigned>(c * parts), kV3Threads, 0, st, x, gamma, beta, dy, mean, rstd,
+                 partials, n, c, Mv, parts, act, slope);
   }
   PYGAN_LAUNCH(bn3_combine_grads, static_cast<unsigned>(ceil_div<std::int64_t>(c, kV3Threads)), kV3Threads, 0, st,
                partials, table, gamma, beta, mean, rstd, dgamma, dbeta, c, parts, n * m, int(training));
