@@ -2,7 +2,9 @@
 pygan variant at every DCGAN batch-norm shape, against PyTorch/cuDNN when importable, and the numpy
 reference. Every implementation is checked against the reference first. Memory-bound: GB/s counts
 the minimum traffic (forward: read x, write y; backward: read x and dy, write dx) against the
-device-to-device copy bandwidth measured in the same run.
+device-to-device copy bandwidth measured in the same run. Variant 3 (several blocks per channel,
+issue 13) is timed with the others; (128, 64, 32, 32) is the shape where one block per channel
+leaves half of a 132-SM GPU idle.
 
     python benchmarks/bench_batchnorm.py --device cuda [--out results.json]
     python benchmarks/bench_batchnorm.py --device cpu   # numpy-reference timings only

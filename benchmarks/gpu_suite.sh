@@ -6,14 +6,34 @@
 #
 # Needs: nvcc, CMake, a C++ compiler, Python with numpy, CuPy, pybind11, setuptools>=64, pytest and
 # hypothesis already installed (no downloads: the build uses --no-build-isolation --no-deps). Every
-# section's failure is recorded in the report, never fatal. Environment knobs:
+# section's failure is recorded in the report, never fatal.
+#
+# The default run (issue 13, section 3), in this order, inside about 12 minutes:
+#   build                 pip install -e . with nvcc -lineinfo (sanitizer reports name source lines),
+#                         for the GPU's own arch only (PYGAN_CUDA_ARCH overrides)
+#   cuda_available        the module sees the GPU; the variant lists
+#   memcheck, racecheck, synccheck
+#                         compute-sanitizer on benchmarks/gpu_checks.py small: every variant of every
+#                         kernel family once at a small shape (outputs poisoned, float64 reference)
+#   correctness_dcgan     benchmarks/gpu_checks.py dcgan: every variant at the DCGAN 64x64 shapes
+#                         (batch 128), outputs poisoned, against the float64 reference
+#   stream                benchmarks/gpu_checks.py stream: ops run on a non-default stream, queued
+#                         behind its earlier work (not on the legacy default stream)
+#   bench_conv, bench_conv_transpose, bench_batchnorm
+#                         timings against PyTorch/cuDNN (conv: TF32 off and on), JSON in OUTDIR
+#   end_to_end            a short DCGAN training run on the GPU (+ `pygan eval` with Fashion-MNIST)
+# Environment knobs:
+#   SUITE_FULL=1         afterwards also: the CUDA and emulation pytest suites, memcheck over every
+#                        CUDA test, the NCCL smoke test and every other benchmark script (long)
 #   SUITE_FULL_TESTS=1   also run the whole CPU test suite (-m "not cuda and not slow")
-#   SUITE_SANITIZER=0    skip the compute-sanitizer memcheck run
-#   SUITE_BENCH_TIMEOUT  seconds per benchmark script (default 600)
-#   SUITE_SECTIONS       comma-separated section names to run (default: all), e.g.
-#                        "build,cuda_available,pytest_cuda,end_to_end" then "build,bench_conv" in a
-#                        second call on the still-warm machine (the build is then incremental)
-#   SUITE_DEADLINE       seconds from the start after which no new section begins (default: none),
+#   SUITE_SANITIZER=0    skip the compute-sanitizer runs
+#   SUITE_BENCH_BUDGET   seconds of timed runs per benchmark case (default 0.2)
+#   SUITE_BENCH_TIMEOUT  seconds per benchmark script (default 120; 600 with SUITE_FULL=1)
+#   SUITE_SECTIONS       comma-separated section names to run (default: all), e.g. under a
+#                        10-minute limit per call: "build,cuda_available,memcheck,racecheck,synccheck,
+#                        correctness_dcgan,stream" then "build,bench_conv,bench_conv_transpose,
+#                        bench_batchnorm,end_to_end" on the still-warm machine (incremental build)
+#   SUITE_DEADLINE       seconds from the start after which no new section begins (default 690),
 #                        so a call with a hard time limit still returns a complete report
 set -u
 SUITE_START=$(date +%s)
@@ -150,6 +170,14 @@ write_report() {
 
 build() {
   export PYGAN_REQUIRE_CUDA=1
+  # -lineinfo: compute-sanitizer and profilers name the source line (no effect on the code made)
+  export CMAKE_ARGS="${CMAKE_ARGS:-} -DCMAKE_CUDA_FLAGS=-lineinfo"
+  # (this function runs in a fresh bash, where this script's helpers such as `have` do not exist)
+  if [ -z "${PYGAN_CUDA_ARCH:-}" ] && command -v nvidia-smi >/dev/null 2>&1; then  # this GPU's arch only
+    PYGAN_CUDA_ARCH="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | sed -n 1p | tr -d '. ')"
+    [ -n "$PYGAN_CUDA_ARCH" ] && export PYGAN_CUDA_ARCH
+  fi
+  echo "CMAKE_ARGS=$CMAKE_ARGS PYGAN_CUDA_ARCH=${PYGAN_CUDA_ARCH:-default}"
   if "$PY" -m pip install --no-build-isolation --no-deps -e .; then
     return 0
   fi
@@ -232,51 +260,76 @@ sys.exit(0 if worst < 1e-4 and loss < 1e-4 else 1)
 PY
 }
 
-write_report
-section build 900 build
-section cuda_available 120 check_cuda
-section pytest_cuda 1200 "$PY" -m pytest -q -rfEs -m cuda tests
-EMU_TESTS=$(ls tests/test_emulated*.py tests/test_ops_parity.py 2>/dev/null | tr '\n' ' ')
-# shellcheck disable=SC2086
-# (not the `slow` ones: variant 9's real-channel DCGAN layers emulate mma.sync for minutes each)
-section pytest_emulation 900 "$PY" -m pytest -q -rfEs -m "not slow" $EMU_TESTS
-section end_to_end 600 end_to_end
-section nccl_smoke 300 nccl_smoke
-section cuda_graph_check 300 cuda_graph_check
-if [ "${SUITE_FULL_TESTS:-0}" = 1 ]; then
-  section pytest_full 2400 "$PY" -m pytest -q -rfEs -m "not cuda and not slow" tests
-fi
+SUITE_DEADLINE="${SUITE_DEADLINE:-690}"
+FULL="${SUITE_FULL:-0}"
+BENCH_TIMEOUT="${SUITE_BENCH_TIMEOUT:-$([ "$FULL" = 1 ] && echo 600 || echo 120)}"
+BENCH_BUDGET="${SUITE_BENCH_BUDGET:-0.2}"
 SANITIZER="$(command -v compute-sanitizer || true)"
 if [ -z "$SANITIZER" ] && have nvcc; then  # often in the toolkit's bin/ without being on PATH
   for cand in "$(dirname "$(command -v nvcc)")/compute-sanitizer" /usr/local/cuda/bin/compute-sanitizer; do
     [ -x "$cand" ] && SANITIZER="$cand" && break
   done
 fi
-if [ "${SUITE_SANITIZER:-1}" = 0 ]; then
-  skip memcheck "SUITE_SANITIZER=0"
-elif [ -n "$SANITIZER" ]; then
-  CUDA_TESTS=$(ls tests/test_cuda*.py 2>/dev/null | tr '\n' ' ')
-  # CuPy's memory pool hides little from memcheck (its blocks are real allocations); the pytest
-  # exit status and memcheck's error summary both count. One run, all CUDA tests.
-  # shellcheck disable=SC2086
-  section memcheck 1800 "$SANITIZER" --tool memcheck --error-exitcode 99 --print-limit 50 \
-    "$PY" -m pytest -q -x -m cuda -p no:cacheprovider $CUDA_TESTS
-else
-  skip memcheck "compute-sanitizer not found"
-fi
-for script in benchmarks/bench_*.py; do
-  [ -e "$script" ] || continue
-  name="$(basename "$script" .py)"
-  args=()
-  if "$PY" "$script" --help 2>/dev/null | grep -q -- "--device"; then
-    args=(--device cuda)
+
+write_report
+section build 420 build
+section cuda_available 60 check_cuda
+# compute-sanitizer on one small shape per kernel family (every variant): memcheck, then racecheck
+# (shared-memory hazards) and synccheck (barriers); its exit status and the checks' both count.
+for tool in memcheck racecheck synccheck; do
+  if [ "${SUITE_SANITIZER:-1}" = 0 ]; then
+    skip "$tool" "SUITE_SANITIZER=0"
+  elif [ -n "$SANITIZER" ]; then
+    section "$tool" 150 "$SANITIZER" --tool "$tool" --error-exitcode 99 --print-limit 50 \
+      "$PY" benchmarks/gpu_checks.py small
+  else
+    skip "$tool" "compute-sanitizer not found"
   fi
-  # bench_conv: DCGAN 64x64 and 32x32 at batch 64 and 128, the default variant 3 against the wmma and
-  # stride-aware ones (5-7) and the pipelined FP32 / mma.sync TF32 ones (8, 9), each checked first and
-  # then timed against cuDNN with TF32 off and on, geo-mean ratios at the end. Variants 1, 2 and 4
-  # (the direct port, the 16x16 tiles, variant 3 with float4 loads) are left out to stay in the budget.
-  [ "$name" = bench_conv ] && args+=(--variants 3 5 6 7 8 9)
-  section "$name" "${SUITE_BENCH_TIMEOUT:-600}" "$PY" "$script" ${args[@]+"${args[@]}"}
 done
+section correctness_dcgan 150 "$PY" benchmarks/gpu_checks.py dcgan
+section stream 60 "$PY" benchmarks/gpu_checks.py stream
+# timings against cuDNN (bench_conv: TF32 off and on), each implementation checked first
+# bench_conv: the default variant 3 against the wmma and stride-aware ones (5-7) and the pipelined
+# FP32 / mma.sync TF32 ones (8, 9); 1, 2 and 4 (direct port, 16x16 tiles, 3 + float4) stay out of the budget
+for name in bench_conv bench_conv_transpose bench_batchnorm; do
+  variants=()
+  [ "$name" = bench_conv ] && variants=(--variants 3 5 6 7 8 9)
+  section "$name" "$BENCH_TIMEOUT" "$PY" "benchmarks/$name.py" --device cuda --budget "$BENCH_BUDGET" \
+    ${variants[@]+"${variants[@]}"} --out "$OUT/$name.json"
+done
+section end_to_end 180 end_to_end
+section cuda_graph_check 120 cuda_graph_check
+# the D+G step: pygan eager and --cuda-graph against PyTorch eager and PyTorch with a CUDA graph
+section bench_train_step "$BENCH_TIMEOUT" "$PY" benchmarks/bench_train_step.py --device cuda --repeats 5 \
+  --out "$OUT/bench_train_step.json"
+
+if [ "$FULL" = 1 ]; then
+  section pytest_cuda 1200 "$PY" -m pytest -q -rfEs -m cuda tests
+  EMU_TESTS=$(ls tests/test_emulated*.py tests/test_ops_parity.py 2>/dev/null | tr '\n' ' ')
+  # shellcheck disable=SC2086
+  # (not the `slow` ones: variant 9's real-channel DCGAN layers emulate mma.sync for minutes each)
+  section pytest_emulation 900 "$PY" -m pytest -q -rfEs -m "not slow" $EMU_TESTS
+  section nccl_smoke 300 nccl_smoke
+  if [ "${SUITE_SANITIZER:-1}" != 0 ] && [ -n "$SANITIZER" ]; then
+    CUDA_TESTS=$(ls tests/test_cuda*.py 2>/dev/null | tr '\n' ' ')
+    # CuPy's memory pool hides little from memcheck (its blocks are real allocations). All CUDA tests.
+    # shellcheck disable=SC2086
+    section memcheck_cuda_tests 1800 "$SANITIZER" --tool memcheck --error-exitcode 99 --print-limit 50 \
+      "$PY" -m pytest -q -x -m cuda -p no:cacheprovider $CUDA_TESTS
+  fi
+  for script in benchmarks/bench_*.py; do
+    [ -e "$script" ] || continue
+    name="$(basename "$script" .py)"
+    case "$name" in bench_conv | bench_conv_transpose | bench_batchnorm | bench_train_step) continue ;; esac
+    args=()
+    if "$PY" "$script" --help 2>/dev/null | grep -q -- "--device"; then
+      args=(--device cuda)
+    fi
+    section "$name" "$BENCH_TIMEOUT" "$PY" "$script" ${args[@]+"${args[@]}"}
+  done
+fi
+if [ "${SUITE_FULL_TESTS:-0}" = 1 ]; then
+  section pytest_full 2400 "$PY" -m pytest -q -rfEs -m "not cuda and not slow" tests
+fi
 write_report
 echo "report: $REPORT"

@@ -45,6 +45,7 @@ std::vector<std::pair<std::string, bool>> pygan_emulation_selftest();
 std::uint64_t pygan_emulation_seed();
 void pygan_emulation_set_seed(std::uint64_t seed);
 std::uint64_t pygan_emulation_launches();
+int pygan_emulation_concurrent_blocks();
 std::vector<std::pair<std::string, unsigned>> pygan_emulation_recent_launches();
 void pygan_emulation_faulty_kernel(const std::string& kind, float* out);
 void pygan_emulation_mma_tf32(const float* a, const float* b, const float* c, float* d);
@@ -193,44 +194,72 @@ struct Dtype {
 constexpr Dtype kFloat32{"<f4", "float32", 4};
 constexpr Dtype kInt64{"<i8", "int64", 8};
 
+// The names looked up on every array argument, as Python strings made and interned once (issue
+// 13, per-call host overhead): making a str from a C string and hashing it for each of the ~8
+// lookups per array cost more than the lookups themselves. Never freed (they outlive every call).
+struct InterfaceKeys {
+  py::handle iface, shape, typestr, data, strides, mask;
+};
+const InterfaceKeys& interface_keys() {
+  static const InterfaceKeys keys = [] {
+    auto intern = [](const char* s) {
+      PyObject* o = PyUnicode_InternFromString(s);
+      if (!o) throw py::error_already_set();
+      return py::handle(o);
+    };
+    return InterfaceKeys{intern(kInterface), intern("shape"), intern("typestr"), intern("data"), intern("strides"),
+                         intern("mask")};
+  }();
+  return keys;
+}
+
 // Validate one array argument: float32 (or `dtype`), C-contiguous, in the memory this module works
 // on, and writable when it is an output.
 Array array_arg(py::handle obj, const std::string& op, const std::string& name, bool output = false,
                 const Dtype& dtype = kFloat32) {
+  const InterfaceKeys& keys = interface_keys();
 #ifdef PYGAN_EMULATION
   // Only ndarrays: a numpy scalar's __array_interface__ points at a temporary copy.
   const bool ok = py::isinstance<py::array>(obj);
 #else
-  const bool ok = !obj.is_none() && py::hasattr(obj, kInterface);
+  const bool ok = !obj.is_none() && py::hasattr(obj, keys.iface);
 #endif
   if (!ok)
     bad(op, name, std::string("must be ") + kMemory + ", got " + std::string(py::str(py::type::of(obj).attr("__name__"))));
   // The interface is read defensively: in _C any object may claim one (a forged shape, strides of
   // another length, a negative or overflowing size must not reach a launcher).
-  const py::object iface_obj = obj.attr(kInterface);
+  const py::object iface_obj = obj.attr(keys.iface);
   if (!py::isinstance<py::dict>(iface_obj)) bad(op, name, std::string("has an invalid ") + kInterface + " (not a dict)");
-  const py::dict iface = py::reinterpret_borrow<py::dict>(iface_obj);
-  for (const char* key : {"shape", "typestr", "data"})
-    if (!iface.contains(key)) bad(op, name, std::string("has an invalid ") + kInterface + " (no '" + key + "')");
-  if (!py::isinstance<py::str>(iface["typestr"])) bad(op, name, std::string("has an invalid ") + kInterface + " (typestr)");
-  const std::string typestr = py::str(iface["typestr"]);
+  // an entry of the interface (borrowed), or a null handle when it has none
+  auto entry = [&](py::handle key) {
+    PyObject* v = PyDict_GetItemWithError(iface_obj.ptr(), key.ptr());
+    if (!v && PyErr_Occurred()) throw py::error_already_set();
+    return py::handle(v);
+  };
+  const py::handle shape_v = entry(keys.shape), typestr_v = entry(keys.typestr), data_v = entry(keys.data);
+  for (const auto& [v, key] : {std::pair{shape_v, "shape"}, {typestr_v, "typestr"}, {data_v, "data"}})
+    if (!v) bad(op, name, std::string("has an invalid ") + kInterface + " (no '" + key + "')");
+  if (!py::isinstance<py::str>(typestr_v)) bad(op, name, std::string("has an invalid ") + kInterface + " (typestr)");
+  const std::string typestr = py::str(typestr_v);
   if (typestr != dtype.typestr) {
     const std::string got = py::hasattr(obj, "dtype") ? std::string(py::str(obj.attr("dtype"))) : typestr;
     bad(op, name, std::string("must be ") + dtype.name + ", got " + got);
   }
-  if (iface.contains("mask") && !iface["mask"].is_none()) bad(op, name, "must not be a masked array");
+  if (const py::handle mask = entry(keys.mask); mask && !mask.is_none()) bad(op, name, "must not be a masked array");
   Array a;
   py::tuple shape, data, strides;
   bool has_strides = false, readonly = false;
   try {
-    shape = iface["shape"].cast<py::tuple>();
-    data = iface["data"].cast<py::tuple>();
+    shape = py::reinterpret_borrow<py::object>(shape_v).cast<py::tuple>();
+    data = py::reinterpret_borrow<py::object>(data_v).cast<py::tuple>();
     if (data.size() != 2) throw py::cast_error("data");
     a.ptr = data[0].cast<std::uintptr_t>();
     readonly = data[1].cast<bool>();
-    has_strides = iface.contains("strides") && !iface["strides"].is_none();
-    if (has_strides) strides = iface["strides"].cast<py::tuple>();
+    const py::handle strides_v = entry(keys.strides);
+    has_strides = strides_v && !strides_v.is_none();
+    if (has_strides) strides = py::reinterpret_borrow<py::object>(strides_v).cast<py::tuple>();
     if (has_strides && strides.size() != shape.size()) throw py::cast_error("strides");
+    a.shape.reserve(shape.size());
     for (py::handle d : shape) a.shape.push_back(d.cast<std::int64_t>());
   } catch (const py::cast_error&) {
     bad(op, name, std::string("has an invalid ") + kInterface + " (shape, strides or data)");
@@ -384,6 +413,8 @@ PYBIND11_MODULE(PYGAN_MODULE_NAME, m) {
         "Set the block-order seed and restart the launch count it is combined with.");
   m.def("_emulation_launches", &pygan_emulation_launches,
         "Kernel launches so far (run, or skipped under PYGAN_EMU_SKIP_LAUNCH=1).");
+  m.def("_emulation_concurrent_blocks", &pygan_emulation_concurrent_blocks,
+        "Blocks a launch runs at once: 2 with PYGAN_EMU_CONCURRENT_BLOCKS=2 (read at every launch), else 1.");
   m.def("_emulation_recent_launches", &pygan_emulation_recent_launches,
         "The last (up to 64) launches, oldest first: (kernel as written at the launch site, blocks in the grid).");
   m.def(

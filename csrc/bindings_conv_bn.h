@@ -166,10 +166,27 @@ void def_conv_batchnorm(py::module_& m, py::dict& variants) {
       py::arg("dy"), py::arg("db"), py::arg("stream") = 0, "db = dy.sum((0, 2, 3)), deterministic.");
 
   m.def(
+      "batch_norm_workspace_size",
+      [](std::vector<std::int64_t> x_shape, int variant) {
+        const std::string op = "batch_norm_workspace_size";
+        if (x_shape.size() < 2) bad(op, "x_shape", "must have at least 2 entries (N, C, ...), got " + shape_str(x_shape));
+        std::int64_t nonzero = 1, size = 1;
+        for (const std::int64_t d : x_shape) {  // the shape of an array that could exist
+          if (d < 0 || (d > 0 && nonzero > (std::int64_t(1) << 56) / d))
+            bad(op, "x_shape", "is not the shape of an array: " + shape_str(x_shape));
+          if (d > 0) nonzero *= d;
+          size *= d;
+        }
+        const std::int64_t n = x_shape[0], c = x_shape[1], sp = n > 0 && c > 0 ? size / (n * c) : 0;
+        return pygan::batch_norm_workspace_size(n, c, sp, variant);
+      },
+      py::arg("x_shape"), py::arg("variant") = 0,
+      "Floats of workspace batch_norm_forward/backward need for x of this shape (0: pass None).");
+  m.def(
       "batch_norm_forward",
       [](py::handle x, py::handle gamma, py::handle beta, py::handle running_mean, py::handle running_var, py::handle y,
          py::handle mean, py::handle rstd, bool training, float momentum, float eps, int act, float slope, int variant,
-         std::uintptr_t stream) {
+         std::uintptr_t stream, py::handle workspace) {
         const std::string op = "batch_norm_forward";
         const Array ax = array_arg(x, op, "x"), ay = array_arg(y, op, "y", true);
         const Array am = array_arg(mean, op, "mean", true), ar = array_arg(rstd, op, "rstd", true);
@@ -189,21 +206,23 @@ void def_conv_batchnorm(py::module_& m, py::dict& variants) {
           bad(op, "running_mean/running_var", "are required when training is False");
         if (training && n * sp < 2) bad(op, "x", "needs more than one value per channel when training");
         if (!(eps > 0)) bad(op, "eps", "must be positive");
+        const Array aws = workspace_arg(workspace, op, pygan::batch_norm_workspace_size(n, c, sp, variant));
         auto ptr = [](py::handle o, const Array& a) { return o.is_none() ? nullptr : a.data(); };
         py::gil_scoped_release release;
         pygan::batch_norm_forward(ax.data(), ptr(gamma, ag), ptr(beta, ab), ptr(running_mean, arm),
                                   ptr(running_var, arv), ay.data(), am.data(), ar.data(), n, c, sp, training,
-                                  momentum, eps, act, slope, variant, stream);
+                                  momentum, eps, act, slope, variant, stream, aws.size > 0 ? aws.data() : nullptr);
       },
       py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("running_mean"), py::arg("running_var"), py::arg("y"),
       py::arg("mean"), py::arg("rstd"), py::arg("training").noconvert(), py::arg("momentum"), py::arg("eps"), py::arg("act") = 0,
-      py::arg("negative_slope") = 0.0f, py::arg("variant") = 0, py::arg("stream") = 0,
-      "y = act(batch_norm(x)) over axis 1; writes mean, rstd; act 0 = none, 1 = leaky ReLU.");
+      py::arg("negative_slope") = 0.0f, py::arg("variant") = 0, py::arg("stream") = 0, py::arg("workspace") = py::none(),
+      "y = act(batch_norm(x)) over axis 1; writes mean, rstd; act 0 = none, 1 = leaky ReLU; workspace: "
+      "batch_norm_workspace_size(x.shape, variant) floats (or None when that is 0).");
   m.def(
       "batch_norm_backward",
       [](py::handle x, py::handle gamma, py::handle beta, py::handle dy, py::handle mean, py::handle rstd,
          py::handle dx, py::handle dgamma, py::handle dbeta, bool training, int act, float slope, int variant,
-         std::uintptr_t stream) {
+         std::uintptr_t stream, py::handle workspace) {
         const std::string op = "batch_norm_backward";
         const Array ax = array_arg(x, op, "x"), ady = array_arg(dy, op, "dy"), adx = array_arg(dx, op, "dx", true);
         const Array am = array_arg(mean, op, "mean"), ar = array_arg(rstd, op, "rstd");
@@ -217,16 +236,18 @@ void def_conv_batchnorm(py::module_& m, py::dict& variants) {
                                       {&ab, "beta"}, {&adg, "dgamma"}, {&adb, "dbeta"}})
           channel_vector(op, *a, name, c);
         if (act != 0 && !gamma.is_none() && beta.is_none()) bad(op, "beta", "is needed with gamma for a fused activation");
+        const Array aws = workspace_arg(workspace, op, pygan::batch_norm_workspace_size(n, c, sp, variant));
         auto ptr = [](py::handle o, const Array& a) { return o.is_none() ? nullptr : a.data(); };
         py::gil_scoped_release release;
         pygan::batch_norm_backward(ax.data(), ptr(gamma, ag), ptr(beta, ab), ady.data(), am.data(), ar.data(),
                                    adx.data(), ptr(dgamma, adg), ptr(dbeta, adb), n, c, sp, training, act, slope,
-                                   variant, stream);
+                                   variant, stream, aws.size > 0 ? aws.data() : nullptr);
       },
       py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("dy"), py::arg("mean"), py::arg("rstd"), py::arg("dx"),
       py::arg("dgamma"), py::arg("dbeta"), py::arg("training").noconvert(), py::arg("act") = 0, py::arg("negative_slope") = 0.0f,
-      py::arg("variant") = 0, py::arg("stream") = 0,
-      "dx (and dgamma, dbeta when not None) of act(batch_norm(x)); beta is read only for a fused activation.");
+      py::arg("variant") = 0, py::arg("stream") = 0, py::arg("workspace") = py::none(),
+      "dx (and dgamma, dbeta when not None) of act(batch_norm(x)); beta is read only for a fused activation; "
+      "workspace as batch_norm_forward's.");
 }
 
 }  // namespace

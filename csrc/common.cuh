@@ -150,10 +150,14 @@ inline std::string launch_error_message(cudaError_t err, const char* when, const
     ::pygan_emu::launch(#kernel, kernel, grid, block, smem, stream __VA_OPT__(, ) __VA_ARGS__);      \
     ::pygan::check_launch(#kernel, dim3(grid), dim3(block), stream, __FILE__, __LINE__);             \
   } while (0)
-#define PYGAN_SHARED(type, name, ...)                                                       \
-  static type name __VA_ARGS__;                                                              \
-  [[maybe_unused]] static const bool pygan_shared_registered_##name =                        \
-      ::pygan_emu::register_shared(&name, sizeof(name))
+// One copy per concurrent-block slot (PYGAN_EMU_CONCURRENT_BLOCKS); `name` is this block's copy.
+#define PYGAN_SHARED(type, name, ...)                                                                 \
+  static struct {                                                                                      \
+    type value __VA_ARGS__;                                                                            \
+  } pygan_shared_slots_##name[::pygan_emu::kMaxConcurrentBlocks];                                      \
+  [[maybe_unused]] static const bool pygan_shared_registered_##name =                                  \
+      ::pygan_emu::register_shared(pygan_shared_slots_##name, sizeof(pygan_shared_slots_##name[0]));   \
+  auto& name = pygan_shared_slots_##name[::pygan_emu::block_slot].value
 #define PYGAN_DYNAMIC_SMEM(type, name) type* name = reinterpret_cast<type*>(::pygan_emu::dynamic_smem)
 #else
 #define PYGAN_LAUNCH(kernel, grid, block, smem, stream, ...)                                \

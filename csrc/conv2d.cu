@@ -1026,7 +1026,9 @@ void conv2d_backward_data(const float* dy, const float* w, float* dx, const Conv
         const BackwardDataPhaseProblem ph{dy, w, dx, d, rh, rw, h0, v0, hr, wr, khr, kwr,
                                           d.c, d.n * hr * wr, d.o * khr * kwr};
         if (ph.N == 0) continue;  // no output position in this phase (h < sh or w < sw)
-        launch_gemm(ph, variant, nullptr, 1, ph.K, st);  // K == 0 (no tap reaches it): the GEMM writes 0
+        // K == 0 (no tap reaches the phase: kh < sh or kw < sw): dx = 0 there, written by variant 3's
+        // GEMM; variants 8 and 9 decompose K positions over (khr, kwr) and have nothing to decompose
+        launch_gemm(ph, ph.K == 0 ? 3 : variant, nullptr, 1, ph.K, st);
       }
     return;
   }

@@ -90,15 +90,19 @@ enum BnActivation : int { kBnIdentity = 0, kBnLeakyRelu = 1 };
 std::vector<std::string> batch_norm_variants();
 // x, y (n, c, m); gamma, beta, running_mean, running_var may be null (running stats required when
 // !training); mean, rstd (c,) outputs. act: kBnIdentity or kBnLeakyRelu (slope; 0 = ReLU).
+// workspace: batch_norm_workspace_size(n, c, m, variant) floats (null when that is 0); the same
+// size serves the backward.
+std::int64_t batch_norm_workspace_size(std::int64_t n, std::int64_t c, std::int64_t m, int variant);
 void batch_norm_forward(const float* x, const float* gamma, const float* beta, float* running_mean,
                         float* running_var, float* y, float* mean, float* rstd, std::int64_t n, std::int64_t c,
                         std::int64_t m, bool training, float momentum, float eps, int act, float slope,
-                        int variant, std::uintptr_t stream);
+                        int variant, std::uintptr_t stream, float* workspace = nullptr);
 // dx from dy (through the fused activation when act != kBnIdentity, which then needs beta as in
 // the forward); dgamma, dbeta written when non-null.
 void batch_norm_backward(const float* x, const float* gamma, const float* beta, const float* dy, const float* mean,
                          const float* rstd, float* dx, float* dgamma, float* dbeta, std::int64_t n, std::int64_t c,
-                         std::int64_t m, bool training, int act, float slope, int variant, std::uintptr_t stream);
+                         std::int64_t m, bool training, int act, float slope, int variant, std::uintptr_t stream,
+                         float* workspace = nullptr);
 
 }  // namespace pygan
 // ==== end issue 5 =================================================================================

@@ -87,7 +87,7 @@ class Arrays:
 # ---- the valid calls ---------------------------------------------------------------------------
 # Each builder returns [(name, kind, value)]: kinds "in", "out", "ws" (workspace output),
 # "opt_in"/"opt_out" (None allowed), "labels", "pair", "int", "size", "float", "bool", "variant",
-# "stream", "seq" (adam's lists), "shape" (a list of ints).
+# "stream", "seq" (adam's lists), "shape" (a list of ints), "bn_shape" (batch norm's x_shape).
 
 
 def _dims(draw, lo=1, hi=3, k=4):
@@ -172,19 +172,24 @@ def b_bn(draw, A, rng, M, name):
     n, c, m = draw(st.integers(2 * lo, 3)), draw(st.integers(lo, 2)), draw(st.integers(lo, 4))
     shape = draw(st.sampled_from([(n, c, m), (n, c, 1, m), (n * m, c)]))
     vec = lambda out=False: A.make((c,), output=out, rng=rng)  # noqa: E731
+    if name == "batch_norm_workspace_size":
+        return [("x_shape", "bn_shape", list(shape)), ("variant", "variant", 0)]
+    # the default variant needs no workspace (None); variant 3 does (drawn: then a ValueError)
     if name == "batch_norm_forward":
         rm, rv = A.make((c,), fill=0.0, inout=True), A.make((c,), fill=1.0, inout=True)
         return [("x", "in", A.make(shape, rng=rng)), ("gamma", "opt_in", vec()), ("beta", "opt_in", vec()),
                 ("running_mean", "opt_out", rm), ("running_var", "opt_out", rv),
                 ("y", "out", A.make(shape, output=True)), ("mean", "out", vec(True)), ("rstd", "out", vec(True)),
                 ("training", "bool", True), ("momentum", "float", 0.1), ("eps", "float", 1e-5), ("act", "int", 0),
-                ("negative_slope", "float", 0.2), ("variant", "variant", 0), ("stream", "stream", 0)]
+                ("negative_slope", "float", 0.2), ("variant", "variant", 0), ("stream", "stream", 0),
+                ("workspace", "ws", None)]
     rstd = A.make((c,), fill=1.5)
     return [("x", "in", A.make(shape, rng=rng)), ("gamma", "opt_in", vec()), ("beta", "opt_in", vec()),
             ("dy", "in", A.make(shape, rng=rng)), ("mean", "in", vec()), ("rstd", "in", rstd),
             ("dx", "out", A.make(shape, output=True)), ("dgamma", "opt_out", vec(True)),
             ("dbeta", "opt_out", vec(True)), ("training", "bool", True), ("act", "int", 0),
-            ("negative_slope", "float", 0.2), ("variant", "variant", 0), ("stream", "stream", 0)]
+            ("negative_slope", "float", 0.2), ("variant", "variant", 0), ("stream", "stream", 0),
+            ("workspace", "ws", None)]
 
 
 def b_pool(draw, A, rng, M, name):
@@ -278,7 +283,7 @@ BUILDERS = {
     "adam_step": b_adam,
     "conv2d_forward": b_conv, "conv2d_backward_data": b_conv, "conv2d_backward_weight": b_conv,
     "conv2d_backward_weight_workspace_size": b_conv, "conv2d_bias_backward": b_conv,
-    "batch_norm_forward": b_bn, "batch_norm_backward": b_bn,
+    "batch_norm_forward": b_bn, "batch_norm_backward": b_bn, "batch_norm_workspace_size": b_bn,
     "avg_pool2d_forward": b_pool, "avg_pool2d_backward": b_pool,
     "softmax_cross_entropy_forward": b_softmax, "softmax_cross_entropy_backward": b_softmax,
     "embedding_forward": b_embedding, "embedding_backward": b_embedding,
@@ -288,7 +293,8 @@ BUILDERS = {
 NOARG = ("variants", "build_info", "cuda_device_count", "_emulation_selftest", "activation_variants",
          "loss_variants", "adam_variants", "conv2d_variants", "batch_norm_variants", "avg_pool2d_variants",
          "embedding_variants", "group_norm_variants", "rmsprop_variants", "cuda_sync", "_emulation_seed",
-         "_emulation_launches", "_emulation_recent_launches", "conv2d_tf32_problem")
+         "_emulation_launches", "_emulation_recent_launches", "conv2d_tf32_problem",
+         "_emulation_concurrent_blocks")
 # Debug switches and test hooks that set process-wide state or fault on purpose: not fuzzed here
 # (tests/test_emulator_faults.py checks each of them).
 HOOKS = ("set_cuda_sync", "_emulation_set_seed", "_emulation_faulty_kernel", "_tf32_arch_problem",
@@ -472,6 +478,12 @@ def break_arg(draw, name, kind, value, rng, M, forged_attr):
         must = len(v) != 4 or any(not isinstance(e, int) or e < 0 or e >= 2**63 for e in v) or (
             i == 1 and v[1] != value[1])  # x_shape and w_shape must agree on the channels
         return v, must, True, False
+    if kind == "bn_shape":  # (N, C, ...): at least two entries, each a non-negative int64
+        v = list(value)
+        v[draw(st.integers(0, len(v) - 1))] = draw(st.sampled_from(HUGE_INTS + [0, 1, None, 1.5]))
+        if draw(st.booleans()):
+            v = v[: draw(st.integers(0, 3))] if draw(st.booleans()) else v + [2**40]
+        return v, len(v) < 2 or any(not isinstance(e, int) or e < 0 or e >= 2**63 for e in v), True, False
     raise AssertionError(kind)
 
 

@@ -84,6 +84,9 @@ CONV_CASES = [
     ("odd: C=1, K=9, k3 s1 p0", (2, 1, 10, 12), (5, 1, 3, 3), 1, 0),
     ("odd: k4 s1 p1 (even kernel, stride 1)", (1, 4, 6, 6), (8, 4, 4, 4), 1, 1),
     ("odd: stride (2, 1), padding (1, 0), k (3, 4)", (2, 3, 9, 8), (6, 3, 3, 4), (2, 1), (1, 0)),
+    # kernel narrower than the stride: backward-data phases no tap reaches (K = 0, dx = 0 there)
+    ("odd: k (5, 1) s4 p (1, 0): phases no tap reaches", (1, 3, 5, 3), (1, 3, 5, 1), 4, (1, 0)),
+    ("odd: k 1 s 2: three of four phases empty", (2, 4, 6, 5), (3, 4, 1, 1), 2, 0),
 ]
 # (name, x shape, w shape (cin, cout, kh, kw), stride, padding, output padding): G's layers.
 CONVT_CASES = [

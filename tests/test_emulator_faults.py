@@ -136,3 +136,83 @@ def test_tf32_arch_guard(module):
     assert "compiled for compute capability 7.5" in msg and "9.0 GPU" in msg and "PYGAN_CUDA_ARCH" in msg, msg
     assert "needs compute capability 8.0 or newer, this GPU has 7.5" in m._tf32_arch_problem(90, 75)
     assert "this GPU has 7.0" in m._tf32_arch_problem(70, 70)
+
+
+# -- two blocks at once (PYGAN_EMU_CONCURRENT_BLOCKS=2) ---------------------------------------------
+# The self-test's racy kernel ("the last block to finish sums the partials", its counter taken
+# without an atomic) is right whenever blocks run one at a time and wrong with two alive at once.
+CONCURRENT_SELFTEST = (
+    "one block at a time: the racy last-block kernel passes",
+    "two blocks at once: the racy last-block kernel is caught",
+    "one block alive at a time when asked",
+    "two blocks alive at once when asked",
+    "static shared memory is per block with two blocks alive",
+)
+
+# A few tests of every emulated kernel family whose blocks share a launch's output or workspace
+# (split reductions, two-pass workspaces, deterministic scatters), run again with two blocks alive
+# at once. (The whole emulated suite passes so, in about 5 minutes on 2 cores.)
+TWO_AT_ONCE = [
+    "tests/test_emulated_batchnorm_split.py::test_bitwise_repeatable_across_block_orders",
+    "tests/test_emulated_batchnorm_split.py::test_split_variant_training_against_float64_reference",
+    "tests/test_emulated_conv_batchnorm.py::test_conv2d_backward_weight_is_deterministic",
+    "tests/test_emulated_conv_batchnorm.py::test_small_output_variant_at_dcgan_discriminator_last_layer",
+    "tests/test_emulated_conv_batchnorm.py::test_batch_norm_grid",
+    "tests/test_emulated_pool_softmax_linear.py::test_softmax_ce_deterministic",
+    "tests/test_emulated_pool_softmax_linear.py::test_avg_pool2d_grid_stride",
+    "tests/test_emulated_embedding.py::test_variant_2_backward_is_deterministic",
+    "tests/test_emulated_groupnorm_rmsprop.py::test_group_norm_misaligned_views_fall_back",
+    "tests/test_emulated_kernels.py::test_bce_edge_sizes",
+    "tests/test_emulated_kernels.py::test_adam_more_tensors_than_one_launch_holds",
+]
+
+
+def test_concurrent_blocks_switch_is_read_at_every_launch(emu, monkeypatch):
+    monkeypatch.delenv("PYGAN_EMU_CONCURRENT_BLOCKS", raising=False)
+    assert emu._emulation_concurrent_blocks() == 1
+    monkeypatch.setenv("PYGAN_EMU_CONCURRENT_BLOCKS", "2")
+    assert emu._emulation_concurrent_blocks() == 2
+    monkeypatch.setenv("PYGAN_EMU_CONCURRENT_BLOCKS", "0")
+    assert emu._emulation_concurrent_blocks() == 1
+
+
+def test_two_blocks_at_once_catch_a_cross_block_race(emu):
+    results = dict(emu._emulation_selftest())
+    for name in CONCURRENT_SELFTEST:
+        assert results.get(name) is True, name
+
+
+def test_kernels_agree_with_two_blocks_at_once(emu, rng, monkeypatch):
+    """Split reductions (batch norm variant 3, conv2d's split-K weight gradient, the two-pass
+    softmax cross-entropy) give bitwise the same, written answer with one or two blocks alive."""
+    be = emulated.backend(poison=True)
+    from pygan.ops.native_conv_bn import Native
+
+    bn3 = Native(emu, np, variants={"batch_norm": 3}, poison=True)
+    x = (rng.standard_normal((3, 2, 45, 47)) + 2.0).astype(np.float32)
+    xc = rng.standard_normal((4, 3, 17, 17)).astype(np.float32)
+    w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
+    logits = rng.standard_normal((300, 7)).astype(np.float32)
+    labels = rng.integers(0, 7, 300)
+    results = []
+    for k in ("1", "2"):
+        monkeypatch.setenv("PYGAN_EMU_CONCURRENT_BLOCKS", k)
+        assert emu._emulation_concurrent_blocks() == int(k)
+        y, mean, rstd = bn3.batch_norm_forward(x, None, None, None, None, True, 0.1, 1e-5)
+        dx, _, _ = bn3.batch_norm_backward(x, None, y, mean, rstd, True)
+        dw = be.conv2d_backward_weight(xc, be.conv2d_forward(xc, w, None, 1, 1), w.shape, 1, 1, variant=3)
+        loss = be.softmax_cross_entropy_forward(logits, labels, variant=2)
+        results.append([y, mean, rstd, dx, dw, loss])
+    for a, b in zip(*results):
+        assert np.isfinite(a).all()
+        assert np.array_equal(a, b)
+
+
+def test_kernels_still_pass_with_two_blocks_at_once():
+    env = dict(os.environ, PYGAN_EMU_CONCURRENT_BLOCKS="2")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *TWO_AT_ONCE],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    passed = re.search(r"(\d+) passed", proc.stdout)
+    assert passed and int(passed.group(1)) >= 30, proc.stdout[-2000:]

@@ -3,11 +3,12 @@
 // Included by csrc/common.cuh instead of <cuda_runtime.h> when PYGAN_EMULATION is defined and the
 // host compiler (g++ -std=c++20) compiles the .cu files. What it does:
 //   * __global__/__device__/__host__/__constant__/__launch_bounds__ vanish, __forceinline__ is
-//     `inline`; static shared memory is PYGAN_SHARED (common.cuh): a static variable, registered
-//     the first time a thread reaches its declaration (bare `__shared__` does not compile here);
+//     `inline`; static shared memory is PYGAN_SHARED (common.cuh): a static variable (one copy per
+//     block that may be alive at once), registered the first time a thread reaches its declaration
+//     (bare `__shared__` does not compile here);
 //   * dim3/uint3/float2/float4, threadIdx/blockIdx/blockDim/gridDim (thread_local), warpSize;
-//   * pygan_emu::launch (used by PYGAN_LAUNCH) runs the grid's blocks one at a time, each block's
-//     threads as real std::threads (created once per launch);
+//   * pygan_emu::launch (used by PYGAN_LAUNCH) runs the grid's blocks one at a time (or two at a
+//     time, below), each block's threads as real std::threads (created once per launch);
 //   * the blocks run in a SHUFFLED order, a permutation drawn per launch from the emulation seed
 //     and the launch's number: a kernel that assumes block b runs after block b-1 (or reads what
 //     another block writes in the same launch) fails. The seed is PYGAN_EMU_SEED (read at the first
@@ -40,6 +41,15 @@
 //     the thread, skips the blocks not yet started, and is reported by cudaGetLastError() with a
 //     detail naming the fault, the thread and the block: PYGAN_LAUNCH turns it into a
 //     RuntimeError naming the kernel and the op's argument shapes;
+//   * PYGAN_EMU_CONCURRENT_BLOCKS=2 (read at every launch; default 1) runs the blocks in pairs (in
+//     the shuffled order), both alive at once, each with its own shared memory. The threads of the
+//     pair share one barrier: a __syncthreads() completes when every thread of BOTH blocks has
+//     reached one (each at its own block's barrier), so the two run in lockstep, phase by phase.
+//     A kernel that is right only when its blocks run one after another (a block reading another's
+//     output of the same launch, a read-modify-write of global memory without atomics, a "last
+//     block finishes the reduction" ticket taken non-atomically) then fails deterministically when
+//     the read and the write are in different phases (the self-test's racy_last_block); within
+//     one phase the two blocks' threads race for real, so a race there shows only sometimes;
 //   * PYGAN_EMU_SKIP_LAUNCH=1 (read at every launch) makes every launch return at once without
 //     running the kernel: the deliberately broken build that tests/test_cannot_be_fooled.py runs
 //     the emulated tests against, to prove they fail when a kernel writes nothing;
@@ -54,9 +64,13 @@
 //     timing differ from a GPU's, so a missing __syncthreads()/__syncwarp() or a missing fence
 //     passes whenever the host happens to order the accesses (use compute-sanitizer racecheck on
 //     a GPU);
-//   * inter-block concurrency: one block runs at a time, so two blocks racing on global memory,
-//     spin-waiting on each other or relying on an atomic handshake are never exercised together
-//     (shuffling only changes their order);
+//   * inter-block concurrency beyond a pair: by default one block runs at a time; with
+//     PYGAN_EMU_CONCURRENT_BLOCKS=2 two do, in lockstep at barriers, so a race between blocks
+//     whose read and write fall in the same barrier phase is caught only by chance, a race among
+//     three or more blocks, or between blocks that are never paired in the shuffled order, not at
+//     all, and a block spin-waiting on another (a grid-wide barrier, a flag handshake) hangs in
+//     lockstep unless the other block reaches no barrier first (use a GPU: cooperative launches
+//     are not emulated). Memory fences (__threadfence) are host fences: a missing one never shows;
 //   * independent warp scheduling and implicit warp synchrony: lanes of a warp run as independent
 //     threads; code that assumes lock-step execution without __syncwarp() may pass;
 //   * a thread of a warp at a warp operation while another lane of it waits at __syncthreads()
@@ -326,24 +340,38 @@ inline bool skip_launches() {
 }
 
 // ---- static shared memory (PYGAN_SHARED) ------------------------------------------------------
+// Blocks that may run at once (PYGAN_EMU_CONCURRENT_BLOCKS): every static shared-memory variable
+// has one copy per slot, and each worker thread serves one slot.
+constexpr int kMaxConcurrentBlocks = 2;
+inline thread_local int block_slot = 0;
+inline std::atomic<int> concurrent_override{0};  // 0: from the environment; set by the self-test
+// 1 (blocks one at a time) or 2 (blocks in pairs), read at every launch.
+inline int concurrent_blocks() {
+  if (const int k = concurrent_override.load()) return k;
+  const char* env = std::getenv("PYGAN_EMU_CONCURRENT_BLOCKS");
+  const int k = env && *env ? std::atoi(env) : 1;
+  return k >= kMaxConcurrentBlocks ? kMaxConcurrentBlocks : 1;
+}
+
 struct SharedRegistry {
   std::mutex m;
-  std::vector<std::pair<void*, std::size_t>> vars;
+  std::vector<std::pair<unsigned char*, std::size_t>> vars;  // slot 0's address, bytes per slot
 };
 inline SharedRegistry& shared_registry() { static SharedRegistry r; return r; }
 // Called once per variable, when a thread first reaches its declaration (a function-local static
-// initialiser: the other threads wait for it): poisoned now, and at the start of every block.
-inline bool register_shared(void* p, std::size_t bytes) {
+// initialiser: the other threads wait for it): every slot poisoned now, and a slot at the start of
+// every block that runs in it.
+inline bool register_shared(void* p, std::size_t slot_bytes) {
   SharedRegistry& r = shared_registry();
   std::lock_guard<std::mutex> lock(r.m);
-  std::memset(p, 0xFF, bytes);
-  r.vars.emplace_back(p, bytes);
+  std::memset(p, 0xFF, slot_bytes * kMaxConcurrentBlocks);
+  r.vars.emplace_back(static_cast<unsigned char*>(p), slot_bytes);
   return true;
 }
-inline void poison_shared() {
+inline void poison_shared(int slot) {
   SharedRegistry& r = shared_registry();
   std::lock_guard<std::mutex> lock(r.m);
-  for (auto& [p, bytes] : r.vars) std::memset(p, 0xFF, bytes);
+  for (auto& [p, bytes] : r.vars) std::memset(p + slot * bytes, 0xFF, bytes);
 }
 
 // ---- blocks and warps -----------------------------------------------------------------------------
@@ -356,27 +384,39 @@ struct Warp {
   std::atomic<unsigned> live;
   std::uint32_t mma[32][10];  // mma.sync: each lane's a0..a3, b0, b1, c0..c3 (as bits)
 };
-struct Block;
-// Runs when every thread still running has arrived at a __syncthreads(): they must all be at the
-// same one.
-struct BarrierCheck {
-  Block* block;
-  void operator()() noexcept;
-};
 struct Block {
-  explicit Block(int n)
-      : bar(n, BarrierCheck{this}), site(n, nullptr), line(n, 0), exited(n) {
+  Block(int n, uint3 idx_) : idx(idx_), site(n, nullptr), line(n, 0), exited(n) {
     for (int w = 0; w * 32 < n; ++w) warps.push_back(std::make_unique<Warp>(std::min(32, n - 32 * w)));
   }
-  std::barrier<BarrierCheck> bar;
+  uint3 idx;
   std::vector<std::unique_ptr<Warp>> warps;
   std::vector<const char*> site;           // per thread: the file of the __syncthreads() it waits at
   std::vector<unsigned> line;              // and its line
   std::vector<std::atomic<bool>> exited;   // per thread: returned (or faulted)
   bool diverged = false;                   // a divergent barrier was reported for this block
 };
-inline Block* current_block = nullptr;           // one block alive at a time
-inline unsigned char* dynamic_smem = nullptr;    // PYGAN_DYNAMIC_SMEM points here
+struct Round;
+// Runs when every thread still running has arrived at a __syncthreads(): within each block they
+// must all be at the same one.
+struct BarrierCheck {
+  Round* round;
+  void operator()() noexcept;
+};
+// The blocks alive together (one, or two with PYGAN_EMU_CONCURRENT_BLOCKS=2). Their threads share
+// ONE barrier: a __syncthreads() completes when every thread of every block of the round has
+// arrived (each at its own block's barrier), so the blocks run in lockstep, phase by phase: what
+// one block reads in a phase, the other may be overwriting in the same phase, and neither sees
+// the other's next phase before its own barrier.
+struct Round {
+  Round(int n, const std::vector<uint3>& idx) : bar(static_cast<std::ptrdiff_t>(n * idx.size()), BarrierCheck{this}) {
+    for (const uint3& i : idx) blocks.push_back(std::make_unique<Block>(n, i));
+  }
+  std::barrier<BarrierCheck> bar;
+  std::vector<std::unique_ptr<Block>> blocks;
+};
+inline thread_local Round* current_round = nullptr;
+inline thread_local Block* current_block = nullptr;
+inline thread_local unsigned char* dynamic_smem = nullptr;  // PYGAN_DYNAMIC_SMEM points here (per slot)
 inline thread_local int lane = 0, warp_id = 0, linear_tid = 0;
 
 inline std::string where_am_i() {
@@ -392,26 +432,28 @@ inline const char* short_path(const char* file) {  // from csrc/ on, when the pa
 }
 
 inline void BarrierCheck::operator()() noexcept {
-  Block& b = *block;
-  const int n = static_cast<int>(b.site.size());
-  int first = -1;
-  for (int t = 0; t < n; ++t) {
-    if (b.exited[t].load()) continue;
-    if (first < 0) { first = t; continue; }
-    if (b.line[t] != b.line[first] || std::strcmp(b.site[t], b.site[first]) != 0) {
-      if (b.diverged) return;
-      b.diverged = true;
-      char buf[512];
-      std::snprintf(buf, sizeof buf,
-                    "divergent __syncthreads(): in block (%u, %u, %u), thread %d waits at %s:%u while thread %d "
-                    "waits at %s:%u (every thread of a block must reach the same barrier)",
-                    blockIdx.x, blockIdx.y, blockIdx.z, first, short_path(b.site[first]), b.line[first], t,
-                    short_path(b.site[t]), b.line[t]);
-      try {
-        record_fault(cudaErrorLaunchFailure, buf);
-      } catch (...) {
+  for (auto& blk : round->blocks) {
+    Block& b = *blk;
+    const int n = static_cast<int>(b.site.size());
+    int first = -1;
+    for (int t = 0; t < n; ++t) {
+      if (b.exited[t].load()) continue;
+      if (first < 0) { first = t; continue; }
+      if (b.line[t] != b.line[first] || std::strcmp(b.site[t], b.site[first]) != 0) {
+        if (b.diverged) break;
+        b.diverged = true;
+        char buf[512];
+        std::snprintf(buf, sizeof buf,
+                      "divergent __syncthreads(): in block (%u, %u, %u), thread %d waits at %s:%u while thread %d "
+                      "waits at %s:%u (every thread of a block must reach the same barrier)",
+                      b.idx.x, b.idx.y, b.idx.z, first, short_path(b.site[first]), b.line[first], t,
+                      short_path(b.site[t]), b.line[t]);
+        try {
+          record_fault(cudaErrorLaunchFailure, buf);
+        } catch (...) {
+        }
+        break;
       }
-      return;
     }
   }
 }
@@ -488,61 +530,74 @@ void launch(const char* name, void (*kernel)(KArgs...), dim3 grid, dim3 block, s
   for (std::uint64_t i = nblocks; i > 1; --i) std::swap(order[i - 1], order[gen() % i]);
 
   struct alignas(16) Chunk { unsigned char b[16]; };
-  std::vector<Chunk> smem_buf((smem + 15) / 16);
-  dynamic_smem = smem ? smem_buf[0].b : nullptr;
+  // Blocks alive at once: their threads are workers of slot 0 and slot 1, each slot with its own
+  // copy of shared memory (static and dynamic).
+  const int slots = static_cast<int>(std::min<std::uint64_t>(concurrent_blocks(), nblocks));
+  std::vector<std::vector<Chunk>> smem_bufs(slots, std::vector<Chunk>((smem + 15) / 16));
   const int n = static_cast<int>(nthreads);
-  std::barrier<> gate(n + 1);  // main thread + workers: start of a block, end of a block
-  std::unique_ptr<Block> blk;
-  uint3 bidx{0, 0, 0};
+  std::barrier<> gate(slots * n + 1);  // main thread + workers: start of a round, end of a round
+  std::unique_ptr<Round> round;
   bool done = false;
   std::vector<std::thread> workers;
-  workers.reserve(n);
-  for (int t = 0; t < n; ++t) {
-    workers.emplace_back([&, t] {
-      threadIdx = uint3{t % block.x, t / block.x % block.y, t / (block.x * block.y)};
-      blockDim = block;
-      gridDim = grid;
-      lane = t % 32;
-      warp_id = t / 32;
-      linear_tid = t;
-      for (;;) {
-        gate.arrive_and_wait();
-        if (done) return;
-        blockIdx = bidx;
-        try {
-          std::apply(kernel, params);
-        } catch (const Fault&) {  // recorded already; this thread stops here
-        } catch (const std::exception& e) {
-          record_fault(cudaErrorLaunchFailure, std::string("exception in the kernel: ") + e.what() + " (" + where_am_i() + ")");
-        } catch (...) {
-          record_fault(cudaErrorLaunchFailure, "exception in the kernel (" + where_am_i() + ")");
+  workers.reserve(slots * n);
+  for (int slot = 0; slot < slots; ++slot) {
+    for (int t = 0; t < n; ++t) {
+      workers.emplace_back([&, slot, t] {
+        threadIdx = uint3{t % block.x, t / block.x % block.y, t / (block.x * block.y)};
+        blockDim = block;
+        gridDim = grid;
+        lane = t % 32;
+        warp_id = t / 32;
+        linear_tid = t;
+        block_slot = slot;
+        dynamic_smem = smem ? smem_bufs[slot][0].b : nullptr;
+        for (;;) {
+          gate.arrive_and_wait();
+          if (done) return;
+          if (slot < static_cast<int>(round->blocks.size())) {  // this slot has a block this round
+            current_round = round.get();
+            current_block = round->blocks[slot].get();
+            blockIdx = current_block->idx;
+            try {
+              std::apply(kernel, params);
+            } catch (const Fault&) {  // recorded already; this thread stops here
+            } catch (const std::exception& e) {
+              record_fault(cudaErrorLaunchFailure, std::string("exception in the kernel: ") + e.what() + " (" + where_am_i() + ")");
+            } catch (...) {
+              record_fault(cudaErrorLaunchFailure, "exception in the kernel (" + where_am_i() + ")");
+            }
+            Warp& w = my_warp();  // this thread has returned: poison its lane, leave the barriers
+            w.slot[lane] = kPoison;
+            w.live.fetch_and(~(1u << lane));
+            current_block->exited[t].store(true);
+            w.bar.arrive_and_drop();
+            current_round->bar.arrive_and_drop();
+            current_block = nullptr;
+            current_round = nullptr;
+          }
+          gate.arrive_and_wait();
         }
-        Warp& w = my_warp();  // this thread has returned: poison its lane, leave the barriers
-        w.slot[lane] = kPoison;
-        w.live.fetch_and(~(1u << lane));
-        current_block->exited[t].store(true);
-        w.bar.arrive_and_drop();
-        current_block->bar.arrive_and_drop();
-        gate.arrive_and_wait();
-      }
-    });
+      });
+    }
   }
-  for (std::uint64_t b : order) {
+  for (std::uint64_t i = 0; i < nblocks; i += slots) {
     if (faults().raised.load()) break;  // a fault ends the launch: the other blocks never start
-    blk = std::make_unique<Block>(n);
-    current_block = blk.get();
-    if (smem) std::memset(smem_buf.data(), 0xFF, smem_buf.size() * sizeof(Chunk));
-    poison_shared();
-    bidx = uint3{static_cast<unsigned>(b % grid.x), static_cast<unsigned>(b / grid.x % grid.y),
-                 static_cast<unsigned>(b / (1ull * grid.x * grid.y))};
-    gate.arrive_and_wait();  // run the block
+    std::vector<uint3> idx;
+    for (std::uint64_t k = i; k < nblocks && k < i + slots; ++k) {
+      const std::uint64_t b = order[k];
+      idx.push_back(uint3{static_cast<unsigned>(b % grid.x), static_cast<unsigned>(b / grid.x % grid.y),
+                          static_cast<unsigned>(b / (1ull * grid.x * grid.y))});
+      const int slot = static_cast<int>(k - i);
+      if (smem) std::memset(smem_bufs[slot].data(), 0xFF, smem_bufs[slot].size() * sizeof(Chunk));
+      poison_shared(slot);
+    }
+    round = std::make_unique<Round>(n, idx);
+    gate.arrive_and_wait();  // run the round's blocks
     gate.arrive_and_wait();  // every thread has returned
   }
   done = true;
   gate.arrive_and_wait();
   for (auto& w : workers) w.join();
-  current_block = nullptr;
-  dynamic_smem = nullptr;
   if (faults().raised.load()) last_error = faults().code;
 }
 }  // namespace pygan_emu
@@ -553,7 +608,7 @@ inline void __syncthreads(std::source_location at = std::source_location::curren
   pygan_emu::Block& b = *pygan_emu::current_block;
   b.site[pygan_emu::linear_tid] = at.file_name();
   b.line[pygan_emu::linear_tid] = at.line();
-  b.bar.arrive_and_wait();
+  pygan_emu::current_round->bar.arrive_and_wait();
 }
 inline void __syncwarp(unsigned mask = 0xffffffffu) {
   pygan_emu::check_mask(mask, "__syncwarp");

@@ -150,6 +150,44 @@ __global__ void cp_async_copies(const float* src, float* out) {  // 32 threads: 
   out[threadIdx.x] = buf[31 - threadIdx.x];
 }
 
+// Deliberately racy across blocks: "the last block to finish sums every block's partial", with the
+// finished-block counter read and written back non-atomically (a GPU needs atomicAdd plus a
+// __threadfence). Right whenever blocks run one at a time, in any order; with two blocks alive at
+// once both read the same count, so no block sees itself last and *out is never written.
+__global__ void racy_last_block(float* partial, int* finished, float* out) {
+  PYGAN_SHARED(int, ticket, );
+  if (threadIdx.x == 0) {
+    partial[blockIdx.x] = static_cast<float>(blockIdx.x + 1);
+    ticket = *finished;  // read ...
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) *finished = ticket + 1;  // ... and write back: a lost update when blocks overlap
+  __syncthreads();
+  if (threadIdx.x == 0 && ticket == static_cast<int>(gridDim.x) - 1) {
+    float sum = 0.0f;
+    for (unsigned b = 0; b < gridDim.x; ++b) sum += partial[b];
+    *out = sum;
+  }
+}
+
+// How many blocks are alive at once: each block counts itself in, and after a barrier reads the count.
+__global__ void blocks_alive(int* alive, int* seen) {
+  if (threadIdx.x == 0) atomicAdd(alive, 1);
+  __syncthreads();
+  if (threadIdx.x == 0) atomicMax(seen, *alive);
+  __syncthreads();
+  if (threadIdx.x == 0) atomicSub(alive, 1);
+}
+
+// Static shared memory is per block even with two blocks alive: each block fills its copy with its
+// own index, and reads it back after the other block (in lockstep) has written its copy.
+__global__ void shared_per_block(int* out) {
+  PYGAN_SHARED(int, mine, [32]);
+  mine[threadIdx.x] = static_cast<int>(blockIdx.x);
+  __syncthreads();
+  out[blockIdx.x * blockDim.x + threadIdx.x] = mine[(threadIdx.x + 1) % blockDim.x];
+}
+
 // The index helpers of common.cuh within a tile of 2^31 (issue 13), computed in a kernel: the
 // values conv2d's tiled GEMMs form for their grid, tile origins, split-K slices and K-tile loops.
 constexpr int kIntMax = 2147483647;
@@ -248,12 +286,14 @@ std::vector<std::pair<std::string, bool>> pygan_emulation_selftest() {
     std::vector<int> first(blocks), again(blocks);
     int ticket = 0;
     const std::uint64_t seed = pygan_emu::get_seed();
+    const int concurrent = pygan_emu::concurrent_override.exchange(1);  // the order of single blocks
     pygan_emu::set_seed(12345);
     PYGAN_LAUNCH(block_order, blocks, 32, 0, s, &ticket, first.data());
     ticket = 0;
     pygan_emu::set_seed(12345);
     PYGAN_LAUNCH(block_order, blocks, 32, 0, s, &ticket, again.data());
     pygan_emu::set_seed(seed);
+    pygan_emu::concurrent_override.store(concurrent);
     std::vector<int> sorted(first);
     std::sort(sorted.begin(), sorted.end());
     bool perm = true, identity = true;
@@ -396,6 +436,39 @@ std::vector<std::pair<std::string, bool>> pygan_emulation_selftest() {
                              "K loop near 2^31 runs 3 tiles", "K loop near 2^31: the last tile starts at 2^31 - 9"};
     for (int i = 0; i < 10; ++i) r.push_back({std::string("index edges: ") + names[i], o[i] == want[i]});
   }
+  {
+    // PYGAN_EMU_CONCURRENT_BLOCKS: the racy kernel passes with one block at a time, fails with two
+    const int before = pygan_emu::concurrent_override.load();
+    const auto racy = [&](int concurrent) {
+      pygan_emu::concurrent_override.store(concurrent);
+      const unsigned blocks = 8;
+      std::vector<float> partial(blocks, 0.0f);
+      int finished = 0;
+      float out = std::nanf("");
+      PYGAN_LAUNCH(racy_last_block, blocks, 32, 0, s, partial.data(), &finished, &out);
+      return out == 36.0f;  // 1 + 2 + ... + 8
+    };
+    const auto alive = [&](int concurrent) {
+      pygan_emu::concurrent_override.store(concurrent);
+      int count = 0, seen = 0;
+      PYGAN_LAUNCH(blocks_alive, 6, 64, 0, s, &count, &seen);
+      return seen;
+    };
+    const auto per_block = [&](int concurrent) {
+      pygan_emu::concurrent_override.store(concurrent);
+      std::vector<int> o(5 * 32, -1);
+      PYGAN_LAUNCH(shared_per_block, 5, 32, 0, s, o.data());
+      bool ok = true;
+      for (int i = 0; i < 5 * 32; ++i) ok &= o[i] == i / 32;
+      return ok;
+    };
+    r.push_back({"one block at a time: the racy last-block kernel passes", racy(1)});
+    r.push_back({"two blocks at once: the racy last-block kernel is caught", !racy(2)});
+    r.push_back({"one block alive at a time when asked", alive(1) == 1});
+    r.push_back({"two blocks alive at once when asked", alive(2) == 2});
+    r.push_back({"static shared memory is per block with two blocks alive", per_block(2) && per_block(1)});
+    pygan_emu::concurrent_override.store(before);
+  }
   return r;
 }
 
@@ -403,6 +476,7 @@ std::vector<std::pair<std::string, bool>> pygan_emulation_selftest() {
 std::uint64_t pygan_emulation_seed() { return pygan_emu::get_seed(); }
 void pygan_emulation_set_seed(std::uint64_t seed) { pygan_emu::set_seed(seed); }
 std::uint64_t pygan_emulation_launches() { return pygan_emu::launches.load(); }
+int pygan_emulation_concurrent_blocks() { return pygan_emu::concurrent_blocks(); }
 std::vector<std::pair<std::string, unsigned>> pygan_emulation_recent_launches() {
   std::lock_guard<std::mutex> lock(pygan_emu::launch_mutex());
   return pygan_emu::recent_launches();

@@ -58,7 +58,7 @@ def backend_for(array):
     """The module implementing the ops for this kind of array."""
     if isinstance(array, np.ndarray):
         return _cpu_module or cpu_backend()
-    if type(array).__module__.split(".")[0] == "cupy":
+    if _device(array) == "cupy":
         from . import cuda
 
         return cuda
@@ -120,6 +120,17 @@ _OPTIONAL = ("bias", "running_mean", "running_var")
 _OPTIONAL_WEIGHT_OPS = ("batch_norm", "group_norm")
 
 
+_DEVICE_OF_TYPE = {}  # array type -> its library's top-level module name ("numpy", "cupy"), once per type
+
+
+def _device(a):
+    t = type(a)
+    try:
+        return _DEVICE_OF_TYPE[t]
+    except KeyError:
+        return _DEVICE_OF_TYPE.setdefault(t, t.__module__.split(".")[0])
+
+
 def _check_float(op, **arrays):
     """Every named array is floating point, of one dtype, on one device; only _OPTIONAL ones (and
     a norm's weight) may be None."""
@@ -134,10 +145,10 @@ def _check_float(op, **arrays):
         if a.dtype.kind != "f" or a.dtype.itemsize not in (4, 8):
             raise TypeError(f"{op}: {name} must be float32 or float64, got {a.dtype}")
         if dtype is None:
-            dtype, device, first = a.dtype, type(a).__module__.split(".")[0], name
+            dtype, device, first = a.dtype, _device(a), name
         elif a.dtype != dtype:
             raise TypeError(f"{op}: {name} is {a.dtype} but {first} is {dtype}; convert one of them")
-        elif type(a).__module__.split(".")[0] != device:
+        elif _device(a) != device:
             raise ValueError(f"{op}: {name} and {first} are on different devices")
 
 
@@ -463,7 +474,7 @@ def _check_softmax_cross_entropy(op, logits, labels):
         raise TypeError(f"{op}: labels must be an integer array of class indices, got {getattr(labels, 'dtype', type(labels).__name__)}")
     if _shape(labels) != (logits.shape[0],):
         raise ValueError(f"{op}: labels must have shape ({logits.shape[0]},) for input shape {_shape(logits)}, got {_shape(labels)}")
-    if type(labels).__module__.split(".")[0] != type(logits).__module__.split(".")[0]:
+    if _device(labels) != _device(logits):
         raise ValueError(f"{op}: labels and input are on different devices")
     # The range is checked here only while the labels are on the host (numpy): a CuPy array's
     # min/max would be two device-to-host synchronisations per call. On the GPU the kernels never
@@ -493,10 +504,6 @@ def softmax_cross_entropy_backward(logits, labels, dloss):
 # would be a device-to-host synchronisation in every step. On the GPU the kernels never use an
 # out-of-range index as an address: such an index gives a NaN output row in the forward and makes
 # the whole weight gradient NaN in the backward (csrc/embedding.cu), so the mistake shows.
-
-
-def _device(a):
-    return type(a).__module__.split(".")[0]
 
 
 def _check_indices(op, indices, like, like_name, num_classes):

@@ -224,10 +224,20 @@ class NativeOps:
 
 
 def _issue5_native(self, family, variant):
+    # one Native per (family, variant), made on first use: building it (and importing its module)
+    # on every call was a measurable part of a small op's host time (issue 13)
+    try:
+        return self._issue5_cache[family, variant]
+    except AttributeError:
+        self._issue5_cache = {}
+    except KeyError:
+        pass
     from .native_conv_bn import Native
 
-    return Native(self.native, self.xp, self.stream, variants={family: variant} if variant else None,
-                  poison=self.poison)
+    native = Native(self.native, self.xp, self.stream, variants={family: variant} if variant else None,
+                    poison=self.poison)
+    self._issue5_cache[family, variant] = native
+    return native
 
 
 def _conv2d_forward(self, x, w, b, stride, padding, *, variant=0):

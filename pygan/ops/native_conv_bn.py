@@ -53,7 +53,9 @@ class Native:
 
     def __init__(self, lib, xp, stream=None, variants=None, poison=False):
         self.lib, self.xp = lib, xp
+        self._array_type, self._float32 = xp.ndarray, xp.dtype(xp.float32)
         self._stream = stream or (lambda: 0)
+        self._bn_ws_sizes = {}  # (x shape, variant) -> floats of batch-norm workspace
         self._variants = variants
         # tests: outputs and workspaces filled with NaN (True) or a given float before the kernel
         self.poison = None if poison is None or poison is False else float("nan") if poison is True else float(poison)
@@ -78,6 +80,8 @@ class Native:
         """float32, C-contiguous, of this backend (the kernels are float32 only)."""
         if a is None:
             return None
+        if type(a) is self._array_type and a.dtype == self._float32 and a.ndim and a.flags.c_contiguous:
+            return a  # what ascontiguousarray would return, without its call
         return self.xp.ascontiguousarray(a, dtype=self.xp.float32)
 
     def _cast_back(self, out, like):
@@ -174,6 +178,16 @@ class Native:
         return self._cast_back(dx, x), self._cast_back(dw, x), self._cast_back(db, x)
 
     # -- batch norm ----------------------------------------------------------------------------
+    def _bn_workspace(self, shape, variant):
+        # scratch space of the variant (3: partial statistics and a per-channel table), or None
+        key = (tuple(shape), variant)
+        n_ws = self._bn_ws_sizes.get(key)
+        if n_ws is None:
+            if len(self._bn_ws_sizes) > 256:  # many shapes (a varying batch): start over
+                self._bn_ws_sizes.clear()
+            n_ws = self._bn_ws_sizes[key] = self.lib.batch_norm_workspace_size(key[0], variant)
+        return self._empty((n_ws,)) if n_ws > 0 else None
+
     def _bn_forward(self, x, gamma, beta, running_mean, running_var, training, momentum, eps, act, slope):
         xf = self._f32(x)
         c = x.shape[1]
@@ -188,9 +202,10 @@ class Native:
                 runs.append(r)
             else:
                 runs.append(self._f32(r))
+        v = self.variant("batch_norm")
         self.lib.batch_norm_forward(xf, self._f32(gamma), self._f32(beta), runs[0], runs[1], y, mean, rstd,
                                     bool(training), float(momentum), float(eps), act, float(slope),
-                                    self.variant("batch_norm"), self._stream())
+                                    v, self._stream(), self._bn_workspace(xf.shape, v))
         for orig, used in zip((running_mean, running_var), runs):
             if orig is not None and used is not orig:
                 orig[...] = used
@@ -202,9 +217,10 @@ class Native:
         dx = self._empty(xf.shape)
         dgamma = self._empty((c,)) if gamma is not None else None
         dbeta = self._empty((c,)) if gamma is not None else None
+        v = self.variant("batch_norm")
         self.lib.batch_norm_backward(xf, self._f32(gamma), self._f32(beta), self._f32(dy), self._f32(mean),
                                      self._f32(rstd), dx, dgamma, dbeta, bool(training), act, float(slope),
-                                     self.variant("batch_norm"), self._stream())
+                                     v, self._stream(), self._bn_workspace(xf.shape, v))
         return self._cast_back(dx, x), self._cast_back(dgamma, x), self._cast_back(dbeta, x)
 
     def batch_norm_forward(self, x, gamma, beta, running_mean, running_var, training, momentum, eps):
