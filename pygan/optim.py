@@ -149,13 +149,15 @@ class Optimizer:
         name = type(self).__name__
         self._check_stageable("stage_step")
         self.flat.adopt()
-        for gi, group in enumerate(self.param_groups):
-            step = self._common_step(group, "stage_step")
+        steps = []
+        for gi, group in enumerate(self.param_groups):  # every check first: a refusal counts nothing
+            steps.append(self._common_step(group, "stage_step"))
             frozen = self._captured_with.get(gi)
             if frozen is not None and frozen != self._by_value(group):
                 raise ValueError(f"{name}.stage_step: {', '.join(k for k in self._by_value_keys if frozen[k] != group[k])} "
                                  "changed after the update was captured (a replay would use the old value); "
                                  "capture again")
+        for gi, (group, step) in enumerate(zip(self.param_groups, steps)):
             for p in group["params"]:
                 self.state[id(p)]["step"] = step + 1
             if self.STAGED:
