@@ -5,6 +5,10 @@
 // (no device allocation); the grid is flattened over (tensor, chunk of kChunk elements): block b
 // finds its tensor from the prefix sums of chunk counts. More tensors -> a few more launches.
 // That plumbing is csrc/multi_tensor.cuh, shared with rmsprop.cu.
+// The two step-dependent scalars, step_size = lr/(1-b1^step) and bc2_sqrt = sqrt(1-b2^step), come
+// by value, or (hyper != null) from a float32 [step_size, bc2_sqrt] array in device memory, which
+// every block reads at run time: a launch captured in a CUDA graph then takes each replay's values
+// (written into that array before the replay) instead of repeating the capture step's.
 //
 // Variants:
 //   1: multi-tensor, scalar loads (a plain port of the reference)
@@ -46,7 +50,11 @@ __device__ __forceinline__ void update_at(const AdamTensor& a, std::int64_t i, c
 }
 
 template <bool VEC>
-__global__ void adam_kernel(Batch batch, Hyper h) {
+__global__ void adam_kernel(Batch batch, Hyper h, const float* hyper) {
+  if (hyper != nullptr) {  // this step's corrections, from device memory (see the header)
+    h.step_size = hyper[0];
+    h.bc2_sqrt = hyper[1];
+  }
   const int ti = batch_tensor(batch);
   const AdamTensor& a = batch.t[ti];
   std::int64_t begin, end;
@@ -82,7 +90,8 @@ std::vector<std::string> adam_variants() {
 }
 
 void adam_step(const std::vector<AdamTensor>& tensors, std::int64_t step, double lr, double beta1,
-               double beta2, double eps, double weight_decay, int variant, std::uintptr_t stream) {
+               double beta2, double eps, double weight_decay, int variant, std::uintptr_t stream,
+               const float* hyper) {
   if (variant == 0) variant = 2;
   check_variant(variant, 2, "adam");
   if (step < 1) throw std::invalid_argument("adam_step: step must be >= 1");
@@ -103,9 +112,9 @@ void adam_step(const std::vector<AdamTensor>& tensors, std::int64_t step, double
   const auto launch = [&](const Batch& batch) {
     const int blocks = batch.block_start[batch.count];
     if (variant == 2) {
-      PYGAN_LAUNCH(adam_kernel<true>, blocks, kBlock, 0, s, batch, h);
+      PYGAN_LAUNCH(adam_kernel<true>, blocks, kBlock, 0, s, batch, h, hyper);
     } else {
-      PYGAN_LAUNCH(adam_kernel<false>, blocks, kBlock, 0, s, batch, h);
+      PYGAN_LAUNCH(adam_kernel<false>, blocks, kBlock, 0, s, batch, h, hyper);
     }
   };
   for_each_batch<kMaxTensors>(tensors, kChunk, aligned, launch, "adam_step");

@@ -518,8 +518,8 @@ PYBIND11_MODULE(PYGAN_MODULE_NAME, m) {
   m.def(
       "adam_step",
       [](py::sequence params, py::sequence grads, py::sequence exp_avgs, py::sequence exp_avg_sqs,
-         std::int64_t step, double lr, double beta1, double beta2, double eps, double weight_decay, int variant,
-         std::uintptr_t stream) {
+         std::int64_t step, double lr, double beta1, double beta2, double eps, double weight_decay, py::handle hyper,
+         int variant, std::uintptr_t stream) {
         const std::string op = "adam_step";
         const std::size_t n = params.size();
         const std::pair<const char*, py::sequence*> others[] = {
@@ -541,13 +541,23 @@ PYBIND11_MODULE(PYGAN_MODULE_NAME, m) {
           same_shape(op, p, "params" + idx, m2, "exp_avg_sqs" + idx);
           tensors.push_back({p.data(), g.data(), m1.data(), m2.data(), p.size});
         }
+        // hyper: None, or the step's [step_size, bc2_sqrt] in device memory (read by the kernel)
+        const float* hyper_ptr = nullptr;
+        if (!hyper.is_none()) {
+          const Array ah = array_arg(hyper, op, "hyper");
+          if (ah.shape != std::vector<std::int64_t>{2})
+            bad(op, "hyper", "must have shape (2,) ([step_size, bias_correction2_sqrt]), got " + shape_str(ah.shape));
+          hyper_ptr = ah.data();
+        }
         py::gil_scoped_release release;
-        pygan::adam_step(tensors, step, lr, beta1, beta2, eps, weight_decay, variant, stream);
+        pygan::adam_step(tensors, step, lr, beta1, beta2, eps, weight_decay, variant, stream, hyper_ptr);
       },
       py::arg("params"), py::arg("grads"), py::arg("exp_avgs"), py::arg("exp_avg_sqs"), py::arg("step"),
       py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"),
-      py::arg("variant") = 0, py::arg("stream") = 0,
-      "One torch.optim.Adam step, in place, over every (param, grad, exp_avg, exp_avg_sq) at once.");
+      py::arg("hyper") = py::none(), py::arg("variant") = 0, py::arg("stream") = 0,
+      "One torch.optim.Adam step, in place, over every (param, grad, exp_avg, exp_avg_sq) at once; hyper: None, "
+      "or a float32 array of shape (2,) in device memory, [lr/(1-beta1^step), sqrt(1-beta2^step)], read by the "
+      "kernel instead of the values computed from step and lr (a launch captured in a CUDA graph).");
   m.def("_tf32_arch_problem", &pygan::tf32_arch_problem, py::arg("ptx_version"), py::arg("compute_capability"),
         py::arg("variant") = 5,
         "Why conv2d TF32 variant `variant` (5 or 9) cannot run with a kernel compiled for ptx_version on a GPU of "

@@ -50,8 +50,11 @@ struct AdamTensor {
 };
 std::vector<std::string> adam_variants();
 // One torch.optim.Adam step over every tensor (a few launches for many tensors, not one each).
+// hyper: null, or two floats in device memory [lr/(1-beta1^step), sqrt(1-beta2^step)] that the
+// kernel reads instead of computing them from step and lr (CUDA-graph capture: see adam.cu).
 void adam_step(const std::vector<AdamTensor>& tensors, std::int64_t step, double lr, double beta1,
-               double beta2, double eps, double weight_decay, int variant, std::uintptr_t stream);
+               double beta2, double eps, double weight_decay, int variant, std::uintptr_t stream,
+               const float* hyper = nullptr);
 
 }  // namespace pygan
 

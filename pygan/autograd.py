@@ -93,6 +93,16 @@ def to_device(a, device):
     return require_cupy().asarray(a)
 
 
+def write_host_values(dst, values):
+    """Host numbers into the small array dst, in place (dst keeps its memory): on CuPy an upload
+    ordered on the current stream, with no read-back and no synchronisation."""
+    host = np.asarray(values, dtype=dst.dtype).reshape(dst.shape)
+    if isinstance(dst, np.ndarray):
+        dst[...] = host
+    else:
+        dst.set(host, stream=array_module(dst).cuda.get_current_stream())
+
+
 def _sum_to(g, shape):
     """Sum a broadcast gradient back down to `shape` (the adjoint of broadcasting)."""
     if g.shape == tuple(shape):

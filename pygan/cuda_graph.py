@@ -5,17 +5,23 @@ graph costs one launch. After `warmup` eager steps (CuPy compiles its kernels, t
 exists, every shape is static), the step is split at its two host-side decisions:
 
     stage (host)    the next batch copied into a static device buffer, z drawn from pygan's global
-                    generator on the host (as eager does: the same numbers) and copied into another
+                    generator on the host (as eager does: the same numbers) and copied into another;
+                    optD.stage_step(): the step counts (on the host) and Adam's bias corrections
+                    uploaded into a small device array
     graph "D"       D.zero_grad, D(x), G(z), D(G(z).detach()), D's loss, backward, the log summary
-                    (loss, D(x), D(G(z)), running-statistics check) into a device array
-    eager           optD.step(): ONE multi-tensor launch over the flat parameter buffer; --clip
-    graph "G"       (when a G step is due) G.zero_grad, D(G(z)), G's loss, backward, its summary
-    eager           optG.step() (one launch), the EMA update
+                    (loss, D(x), D(G(z)), running-statistics check) into a device array,
+                    optD.launch_staged() (ONE launch over the flat buffers, reading the corrections
+                    from that array), --clip
+    stage (host)    optG.stage_step(), and the EMA's decay (ema.stage) once it averages
+    graph "G"       (when a G step is due) G.zero_grad, D(G(z)), G's loss, backward, its summary,
+    ("G+EMA")       optG.launch_staged(), the EMA average (decay read from device memory); before
+                    --ema-start graph "G" and the EMA's plain copy eagerly after it
     read back       both summaries in one transfer: the step's only synchronisation
 
-The optimiser updates stay outside the graphs on purpose: Adam's bias correction changes every
-step and the kernel takes it by value, so a captured update would replay step k's forever. With
-flat buffers each update is one launch anyway. Capture uses a non-default CuPy stream (the legacy
+A captured launch repeats its by-value arguments at every replay, so what changes per step (Adam's
+step size and sqrt(1 - beta2^t), the EMA decay) goes through device memory, written by the host
+before the replay as the batch and z are; the values are the float32 numbers an eager launch
+computes, hence graph mode is bitwise eager mode. Capture uses a non-default CuPy stream (the legacy
 default stream cannot capture) in relaxed mode (CuPy's default: its pool may cudaMalloc), and a
 private memory pool that nothing else allocates from, kept as long as the graphs: memory a graph
 reads or writes is never handed to anyone else. Everything the graphs write that outlives them

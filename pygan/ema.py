@@ -15,11 +15,17 @@ BatchNorm running statistics are averaged the same way rather than recomputed fo
 weights: they are already moving averages of what G's layers see, averaging them costs nothing,
 and recomputing would need extra forward passes over fresh z at every checkpoint. The
 averaged model is sampled in eval mode, as G is. num_batches_tracked is copied.
+
+Inside a CUDA graph (`pygan train --cuda-graph`) the update splits as the optimiser's step does:
+`stage(step)` on the host before each replay (the count, and that step's decay uploaded as float32
+[d, 1 - d] into a small device array) and `average_staged()` in the captured body (the same two
+in-place operations per tensor, their factors read from that array), bitwise `update(step)`.
+Only averaging steps stage: a copy step (before `start`) is a host decision, made eagerly.
 """
 
 import numpy as np
 
-from .autograd import no_grad
+from .autograd import array_module, no_grad, write_host_values
 
 
 class ModelEMA:
@@ -39,6 +45,14 @@ class ModelEMA:
             raise ValueError("ModelEMA: the shadow model must have the model's architecture")
         self.copy_from_model()
         shadow.eval()
+        self._factors = None  # stage/average_staged: [decay, 1 - decay] in the shadow's memory
+        self._make_factors()
+
+    def _make_factors(self):
+        first = next(iter(self.shadow.state_dict().values()), None)
+        xp = np if first is None else array_module(first.data)
+        if self._factors is None or array_module(self._factors) is not xp:
+            self._factors = xp.zeros(2, dtype=np.float32)
 
     def copy_from_model(self):
         with no_grad():
@@ -60,6 +74,31 @@ class ModelEMA:
             # a = decay * a + (1 - decay) * b, in place
             a *= decay
             a += (1.0 - decay) * b
+
+    def stage(self, step):
+        """The host half of update(step) for a captured average_staged(): the count, and the decay
+        d as float32 [d, 1 - d] (what update's in-place operations round it to) on the device."""
+        if step < self.start:
+            raise ValueError(f"ModelEMA.stage: step {step} is before start {self.start}: a copy step, use update()")
+        self._make_factors()
+        self.updates += 1
+        decay = self.decay_at(step)
+        write_host_values(self._factors, (decay, 1.0 - decay))
+
+    def average_staged(self):
+        """The device half: shadow = d * shadow + (1 - d) * model with d from the array stage() wrote,
+        read when the operations run (a captured body). Nothing is allocated but temporaries."""
+        src = self.model.state_dict()
+        decay, rest = self._factors[0:1].reshape(()), self._factors[1:2].reshape(())
+        for name, t in self.shadow.state_dict().items():
+            a, b = t.data, src[name].data
+            if array_module(a) is not array_module(self._factors):
+                raise RuntimeError("ModelEMA.average_staged: the shadow moved to another device since stage()")
+            if a.dtype.kind != "f":
+                a[...] = b
+                continue
+            a *= decay
+            a += rest * b
 
     def decay_at(self, step):
         """The decay used by update(step): `decay`, or less early on with the warm-up."""

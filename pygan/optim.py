@@ -13,10 +13,20 @@ the gradient buffer, and zero_grad clears that buffer in one call. A step whose 
 a gradient at the same step count is then ONE kernel launch over one tensor per role; any other
 step updates the views one by one. The update is elementwise, so both give bitwise the same result,
 and state_dict / load_state_dict (hence checkpoints) are the same in both layouts.
+
+Inside a CUDA graph (`pygan train --cuda-graph`) a captured launch repeats its by-value arguments
+at every replay, so a flat optimiser's step splits in two there: `stage_step()` on the host before
+each replay (the step counts, which stay on the host for state_dict, and the numbers that change
+with them, for Adam the bias corrections, uploaded into a small device array per group) and
+`launch_staged()` inside the captured body (the one launch per group, whose kernel reads that
+array when it runs). The two together are bitwise `step()`: the uploaded float32 values are the
+ones the launcher computes by value. RMSprop's kernel takes nothing that changes with the step.
 """
 
+import numpy as np
+
 from . import ops
-from .autograd import Tensor, array_module, to_device
+from .autograd import Tensor, array_module, to_device, write_host_values
 
 
 class Optimizer:
@@ -24,9 +34,17 @@ class Optimizer:
 
     _check_hyper(group)       ValueError naming a bad hyper-parameter (normalise it in place first)
     _state_names(group)       the names of the state arrays a parameter of this group needs
-    _kernel(group, params, grads, states, step)
-                              one update of those arrays ({state name: arrays}), all at `step`
+    _kernel(group, params, grads, states, step, hyper=None)
+                              one update of those arrays ({state name: arrays}), all at `step`;
+                              hyper: the group's device array of STAGED per-step values, or None
+    STAGED, _staged_values(group, step), _by_value_keys
+                              for stage_step/launch_staged: how many per-step floats the kernel
+                              can read from device memory, their values at `step`, and the
+                              hyper-parameters a captured launch freezes (passed by value)
     """
+
+    STAGED = 0
+    _by_value_keys = ()
 
     def __init__(self, params, defaults, flat=False):
         name = type(self).__name__
@@ -53,6 +71,11 @@ class Optimizer:
             self.param_groups.append(group)
         self.state = {}  # id(param) -> {"step": int, <state name>: array, ...}
         self.flat = FlatBuffers(self.param_groups, name) if flat else None
+        # stage_step/launch_staged: one small device array per group (made here, never during a
+        # capture) and the by-value hyper-parameters each group's captured launch was made with
+        self._staged_hyper = ([self.flat.xp.zeros(self.STAGED, dtype=np.float32) for _ in self.param_groups]
+                              if flat and self.STAGED else None)
+        self._captured_with = {}
 
     def _params(self):
         for group in self.param_groups:
@@ -116,6 +139,73 @@ class Optimizer:
             for (step, _, _), items in batches.items():
                 states = {n: [s[n] for _, s in items] for n in self._state_names(group)}
                 self._kernel(group, [p.data for p, _ in items], [p.grad.data for p, _ in items], states, step)
+
+    # -- the step as two halves, for a CUDA graph (see the module docstring) ----------------------
+    def stage_step(self):
+        """The host half of a captured step, before each replay: every parameter's step count + 1
+        (all of a group's counts must be equal: a graph updates every parameter every step) and, for
+        a kernel that reads per-step values from device memory, this step's into the group's array
+        (an upload on the current stream; nothing is read back)."""
+        name = type(self).__name__
+        self._check_stageable("stage_step")
+        self.flat.adopt()
+        steps = []
+        for gi, group in enumerate(self.param_groups):  # every check first: a refusal counts nothing
+            steps.append(self._common_step(group, "stage_step"))
+            frozen = self._captured_with.get(gi)
+            if frozen is not None and frozen != self._by_value(group):
+                raise ValueError(f"{name}.stage_step: {', '.join(k for k in self._by_value_keys if frozen[k] != group[k])} "
+                                 "changed after the update was captured (a replay would use the old value); "
+                                 "capture again")
+        for gi, (group, step) in enumerate(zip(self.param_groups, steps)):
+            for p in group["params"]:
+                self.state[id(p)]["step"] = step + 1
+            if self.STAGED:
+                write_host_values(self._staged_hyper[gi], self._staged_values(group, step + 1))
+
+    def launch_staged(self):
+        """The device half, inside a captured body after backward: one launch per group over the flat
+        buffers, reading the per-step values stage_step wrote (so each replay gets its own step's),
+        no host work a replay would skip. Every parameter must have its gradient in the flat buffer
+        and its state already (one eager step first); else RuntimeError (a capture then falls back)."""
+        name = type(self).__name__
+        self._check_stageable("launch_staged")
+        for gi, group in enumerate(self.param_groups):
+            for p in group["params"]:
+                if p.grad is None or p.grad.data is not self.flat.grad_view(p):
+                    raise RuntimeError(f"{name}.launch_staged: a parameter of shape {p.shape} has no gradient in the flat "
+                                       "gradient buffer (a captured update changes every parameter)")
+            step = self._common_step(group, "launch_staged")
+            self._captured_with[gi] = self._by_value(group)
+            lo, hi = self.flat.group_ranges[gi]
+            states = {n: [self.flat.state[n][lo:hi]] for n in self._state_names(group)}
+            self._kernel(group, [self.flat.params[lo:hi]], [self.flat.grads[lo:hi]], states, max(step, 1),
+                         hyper=self._staged_hyper[gi] if self.STAGED else None)
+
+    def _check_stageable(self, what):
+        name = type(self).__name__
+        if self.flat is None:
+            raise RuntimeError(f"{name}.{what}: a staged (capturable) step needs flat=True")
+        for group in self.param_groups:
+            if not self._flat_ok(group):
+                raise RuntimeError(f"{name}.{what}: eps must be > 0 for the flat update")
+
+    def _common_step(self, group, what):
+        """The group's step count, which every parameter shares, with its state made."""
+        name = type(self).__name__
+        steps = set()
+        for p in group["params"]:
+            st = self.state.get(id(p))
+            if st is None or any(n not in st for n in self._state_names(group)):
+                raise RuntimeError(f"{name}.{what}: a parameter of shape {p.shape} has no optimiser state yet "
+                                   "(take one ordinary step() first)")
+            steps.add(st["step"])
+        if len(steps) != 1:
+            raise RuntimeError(f"{name}.{what}: the parameters are at different step counts {sorted(steps)}")
+        return steps.pop()
+
+    def _by_value(self, group):
+        return {k: group[k] for k in self._by_value_keys}
 
     def _flat_update(self, gi, group, batches):
         """The whole group as one tensor per role, when every parameter has a gradient at the same
@@ -196,9 +286,12 @@ class Optimizer:
     def _state_names(self, group):
         raise NotImplementedError
 
-    def _kernel(self, group, params, grads, states, step):
+    def _kernel(self, group, params, grads, states, step, hyper=None):
         """One update of the arrays `params` (with `grads` and `states`: {state name: arrays}),
-        all at step count `step`."""
+        all at step count `step` (or with the per-step values in the device array `hyper`)."""
+        raise NotImplementedError
+
+    def _staged_values(self, group, step):
         raise NotImplementedError
 
 
@@ -298,7 +391,12 @@ def _nonnegative(opt, h, *names):
 
 
 class Adam(Optimizer):
-    """torch.optim.Adam (amsgrad=False): state exp_avg, exp_avg_sq per parameter."""
+    """torch.optim.Adam (amsgrad=False): state exp_avg, exp_avg_sq per parameter. Staged (CUDA graph)
+    steps upload [lr / (1 - beta1^step), sqrt(1 - beta2^step)]: lr may change between replays,
+    betas, eps and weight_decay may not."""
+
+    STAGED = 2
+    _by_value_keys = ("betas", "eps", "weight_decay")
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, flat=False):
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay), flat=flat)
@@ -313,15 +411,23 @@ class Adam(Optimizer):
     def _state_names(self, group):
         return ("exp_avg", "exp_avg_sq")
 
-    def _kernel(self, group, params, grads, states, step):
+    def _kernel(self, group, params, grads, states, step, hyper=None):
         beta1, beta2 = group["betas"]
         ops.adam_step(params, grads, states["exp_avg"], states["exp_avg_sq"],
-                      step, group["lr"], beta1, beta2, group["eps"], group["weight_decay"])
+                      step, group["lr"], beta1, beta2, group["eps"], group["weight_decay"], hyper)
+
+    def _staged_values(self, group, step):
+        beta1, beta2 = group["betas"]
+        return ops.reference.adam_hyper(step, group["lr"], beta1, beta2)  # as float32: what the launcher uses
 
 
 class RMSprop(Optimizer):
     """torch.optim.RMSprop: state square_avg, plus momentum_buffer when momentum > 0 and grad_avg
-    when centered (PyTorch's names, so state dicts line up)."""
+    when centered (PyTorch's names, so state dicts line up). Nothing in its update depends on the
+    step count, so a staged (CUDA graph) step uploads nothing; its hyper-parameters, all passed by
+    value, may not change after the capture."""
+
+    _by_value_keys = ("lr", "alpha", "eps", "weight_decay", "momentum", "centered")
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False,
                  flat=False):
@@ -336,7 +442,7 @@ class RMSprop(Optimizer):
         return ("square_avg",) + (("momentum_buffer",) if group["momentum"] > 0 else ()) + (
             ("grad_avg",) if group["centered"] else ())
 
-    def _kernel(self, group, params, grads, states, step):
+    def _kernel(self, group, params, grads, states, step, hyper=None):
         ops.rmsprop_step(
             params, grads, states["square_avg"], states.get("momentum_buffer", []), states.get("grad_avg", []),
             group["lr"], group["alpha"], group["eps"], group["weight_decay"], group["momentum"], group["centered"],

@@ -440,8 +440,14 @@ class Trainer:
         return c.instance_noise * max(0.0, 1.0 - self.step / max(1, self.total_steps))
 
     def _clip_critic(self):
-        """WGAN: clip every critic parameter to [-clip, clip] in place."""
+        """WGAN: clip every critic parameter to [-clip, clip] in place (flat: the whole parameter
+        buffer in one call, the same values; its zero padding stays zero)."""
         clip = self.config.clip
+        flat = self.optD.flat
+        if flat is not None:
+            flat.adopt()
+            flat.xp.clip(flat.params, -clip, clip, out=flat.params)
+            return
         for p in self.D.parameters():
             array_module(p.data).clip(p.data, -clip, clip, out=p.data)
 
@@ -612,6 +618,8 @@ class Trainer:
                     reason = f"no capture stream ({type(exc).__name__}: {exc})"
         else:
             reason = cuda_graph.config_reason(c, self.comm)
+        if reason is None and (self.optD.flat is None or self.optG.flat is None):
+            reason = "the optimisers have no flat parameter buffers (their updates cannot be captured)"
         if reason is not None:
             self._graph = None
             if self.rank == 0:
@@ -644,8 +652,10 @@ class Trainer:
             cuda_graph.say_fallback(f"the capture failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
 
     def _graph_step(self, real_images):
-        """One step with D's and G's forward and backward replayed from captured graphs; the flat
-        optimiser updates (one launch each), --clip and the EMA eager in between; one read-back."""
+        """One step as replays of captured graphs: D's forward, backward, update (and --clip), then
+        G's forward, backward, update (and the EMA average). Before each replay the host stages what
+        changes per step (the batch, z, the optimisers' step counts and bias corrections, the EMA
+        decay); one read-back at the end."""
         c, gs = self.config, self._graph
         t0 = time.perf_counter()
         z = self._step_rng().standard_normal((c.batch_size, c.nz, 1, 1)).astype(np.float32)  # as _noise draws it
@@ -661,17 +671,18 @@ class Trainer:
                 self._graph_fallback(exc)
                 return self.train_step(real_images, z=z)
             gs.captured.add("D")
+        self.optD.stage_step()  # after the capture: a failed one leaves the step counts alone
         gs.graphs.launch("D")
-        self.optD.step()
-        if c.loss == "wgan":
-            self._clip_critic()
         row = {"step": self.step + 1, "epoch": self.epoch + 1, "loss_G": "", "D_G_z2": ""}
         summaries = [gs.summary_d]
         g_due = (self.step + 1) % c.d_steps == 0
         if g_due:
-            if "G" not in gs.captured:
+            # the EMA averages inside G's graph; its copy steps (before --ema-start) stay eager
+            ema_in_graph = self.ema is not None and self.step + 1 >= self.ema.start
+            name = "G+EMA" if ema_in_graph else "G"
+            if name not in gs.captured:
                 try:
-                    gs.graphs.capture("G", self._graph_body_g)
+                    gs.graphs.capture(name, lambda: self._graph_body_g(ema_in_graph))
                 except Exception as exc:  # noqa: BLE001
                     self._graph_fallback(exc)
                     loss_d, stats_ok, (d_x, d_g_z1) = self._read_summary(to_device(gs.summary_d, "cpu"), 2)
@@ -681,12 +692,14 @@ class Trainer:
                     self.step += 1
                     row["seconds"] = round(time.perf_counter() - t0, 6)
                     return row
-                gs.captured.add("G")
-            gs.graphs.launch("G")
-            self.optG.step()
+                gs.captured.add(name)
+            self.optG.stage_step()
+            if ema_in_graph:
+                self.ema.stage(self.step + 1)
+            gs.graphs.launch(name)
             self.g_steps += 1
-            if self.ema is not None:
-                self.ema.update(self.step + 1)
+            if self.ema is not None and not ema_in_graph:
+                self.ema.update(self.step + 1)  # a copy of G (before --ema-start)
             summaries.append(gs.summary_g)
         host = gs.graphs.read(summaries)  # the step's one synchronisation
         nd = len(gs.summary_d)
@@ -701,8 +714,9 @@ class Trainer:
         return row
 
     def _graph_body_d(self):
-        """D's forward and backward on the static buffers, its summary into summary_d: device work
-        only (no host read, no host-to-device copy, no host random numbers)."""
+        """D's forward, backward and update (--clip too) on the static buffers, its summary into
+        summary_d: device work only (no host read, no host-to-device copy, no host random numbers;
+        the update reads its step's bias corrections from the device array optD.stage_step fills)."""
         c, gs = self.config, self._graph
         self.D.zero_grad()
         out_real = self._D(Tensor(gs.real), None)
@@ -710,17 +724,24 @@ class Trainer:
         out_fake = self._D(fake.detach(), None)
         err_d = losses.d_loss(c.loss, out_real, out_fake, c.label_smooth, 0.0)
         err_d.backward()
+        self.optD.launch_staged()
+        if c.loss == "wgan":
+            self._clip_critic()
         gs.fake = fake  # the G graph's input: kept alive, so its memory is never reused
         gs.summary_d[...] = self._summary_device(err_d, out_real, out_fake)
 
-    def _graph_body_g(self):
-        """G's forward (through D) and backward from the D graph's G(z), its summary into summary_g."""
+    def _graph_body_g(self, ema=False):
+        """G's forward (through D), backward and update from the D graph's G(z) (with `ema`, the EMA
+        average too, its decay from the device array ema.stage fills), its summary into summary_g."""
         c, gs = self.config, self._graph
         self.G.zero_grad()
         with _frozen(list(self.D.parameters())):  # as _g_step: no D weight gradients
             out = self._D(gs.fake, None)
             err_g = losses.g_loss(c.loss, out)
             err_g.backward()
+        self.optG.launch_staged()
+        if ema:
+            self.ema.average_staged()
         gs.summary_g[...] = self._summary_device(err_g, out)
 
     def _check_finite(self, name, value, stats_ok=True):

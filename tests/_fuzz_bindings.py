@@ -124,10 +124,12 @@ def b_adam(draw, A, rng, M, name):
     for lst in (seqs[0], seqs[2], seqs[3]):  # in-place state: finite starting values
         for a in lst:
             a[...] = rng.uniform(0.1, 1.0, a.shape)
+    # the step's [step_size, bc2_sqrt] from device memory (a captured launch), or None: by value
+    hyper = A.make((2,), fill=[1e-3 / 0.1, 0.001**0.5]) if draw(st.booleans()) else None
     return [("params", "seq", seqs[0]), ("grads", "seq", seqs[1]), ("exp_avgs", "seq", seqs[2]),
             ("exp_avg_sqs", "seq", seqs[3]), ("step", "size", 1), ("lr", "float", 1e-3), ("beta1", "float", 0.9),
             ("beta2", "float", 0.999), ("eps", "float", 1e-8), ("weight_decay", "float", 0.0),
-            ("variant", "variant", 0), ("stream", "stream", 0)]
+            ("hyper", "opt_in", hyper), ("variant", "variant", 0), ("stream", "stream", 0)]
 
 
 def _conv_sizes(draw):

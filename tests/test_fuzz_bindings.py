@@ -236,7 +236,8 @@ def _valid_call(op, draw, rng):
         return [("params", "seq", [a(*s) for s in shapes]), ("grads", "seq", [a(*s) for s in shapes]),
                 ("exp_avgs", "seq", [a(*s) for s in shapes]), ("exp_avg_sqs", "seq", [np.abs(a(*s)) for s in shapes]),
                 ("step", "int", 1), ("lr", "float", 1e-3), ("beta1", "float", 0.9), ("beta2", "float", 0.999),
-                ("eps", "float", 1e-8), ("weight_decay", "float", 0.0)]
+                ("eps", "float", 1e-8), ("weight_decay", "float", 0.0),
+                ("hyper", "opt", np.array([1e-3 / 0.1, 0.001**0.5], np.float32))]
     if op == "linear_forward":
         return [("x", "arr", a(n, c)), ("w", "arr", a(o, c)), ("b", "opt", a(o))]
     if op == "linear_backward":

@@ -384,7 +384,7 @@ def binary_cross_entropy_with_logits_backward(logits, target, dloss):
     return backend_for(logits).binary_cross_entropy_with_logits_backward(logits, target, dloss)
 
 
-def adam_step(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay):
+def adam_step(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay, hyper=None):
     lists = {"params": params, "grads": grads, "exp_avgs": exp_avgs, "exp_avg_sqs": exp_avg_sqs}
     for name, arrays in lists.items():
         if not isinstance(arrays, (list, tuple)):
@@ -397,6 +397,8 @@ def adam_step(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps,
         _check_float("adam_step", param=params[i], grad=grads[i], exp_avg=exp_avgs[i], exp_avg_sq=exp_avg_sqs[i])
         for name in ("grads", "exp_avgs", "exp_avg_sqs"):
             _check_grad("adam_step", f"{name}[{i}]", lists[name][i], params[i].shape)
+    if hyper is not None:
+        _check_adam_hyper(hyper, params)
     if n == 0:
         return
     if not _is_int(step) or step < 1:
@@ -406,7 +408,20 @@ def adam_step(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps,
         (("lr", lr), ("beta1", beta1), ("beta2", beta2), ("eps", eps), ("weight_decay", weight_decay)))
     if not (0.0 <= beta1 < 1.0 and 0.0 <= beta2 < 1.0):
         raise ValueError(f"adam_step: beta1 and beta2 must lie in [0, 1), got {beta1} and {beta2}")
-    backend_for(params[0]).adam_step(params, grads, exp_avgs, exp_avg_sqs, int(step), lr, beta1, beta2, eps, weight_decay)
+    backend_for(params[0]).adam_step(params, grads, exp_avgs, exp_avg_sqs, int(step), lr, beta1, beta2, eps, weight_decay,
+                                     hyper)
+
+
+def _check_adam_hyper(hyper, params):
+    """hyper: a float32 array of shape (2,) on the params' device (its values live there: unchecked)."""
+    if not hasattr(hyper, "dtype") or not hasattr(hyper, "shape"):
+        raise TypeError(f"adam_step: hyper must be None or an array, got {type(hyper).__name__}")
+    if hyper.dtype != np.float32 or _shape(hyper) != (2,):
+        raise ValueError("adam_step: hyper must be a float32 array of shape (2,) ([step_size, bias_correction2_sqrt]), "
+                         f"got {hyper.dtype} of shape {_shape(hyper)}")
+    if params and type(hyper).__module__.split(".")[0] != type(params[0]).__module__.split(".")[0]:
+        raise ValueError(f"adam_step: hyper must be on the params' device, got a {type(hyper).__module__.split('.')[0]} "
+                         f"array for {type(params[0]).__module__.split('.')[0]} params")
 
 
 def _number(op, name, value):

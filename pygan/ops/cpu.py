@@ -408,17 +408,17 @@ binary_cross_entropy_with_logits_backward = _ref.binary_cross_entropy_with_logit
 
 
 @_guarded(_ref.adam_step)
-def adam_step(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay):
-    import math
-
+def adam_step(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay, hyper=None):
     step = int(step)
     lr, beta1, beta2, eps, wd = float(lr), float(beta1), float(beta2), float(eps), float(weight_decay)
-    step_size = lr / (1.0 - beta1**step)
-    bc2_sqrt = math.sqrt(1.0 - beta2**step)
+    if hyper is None:
+        step_size, bc2_sqrt = _ref.adam_hyper(step, lr, beta1, beta2)
+    else:  # read when the op runs, as the kernel reads it from device memory
+        step_size, bc2_sqrt = float(hyper[0]), float(hyper[1])
     for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs, strict=True):
         arrays = (p, g, m, v)
         if not (_fast(p) and all(a.dtype == np.float32 and a.flags.c_contiguous for a in arrays)):
-            _ref.adam_step([p], [g], [m], [v], step, lr, beta1, beta2, eps, wd)
+            _ref.adam_step([p], [g], [m], [v], step, lr, beta1, beta2, eps, wd, hyper)
             continue
         K.adam(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), step_size, beta1, beta2, bc2_sqrt, eps, wd)
 

@@ -59,8 +59,8 @@ def binary_cross_entropy_with_logits_backward(logits, target, dloss):
     return backend().binary_cross_entropy_with_logits_backward(logits, target, dloss)
 
 
-def adam_step(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay):
-    backend().adam_step(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay)
+def adam_step(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay, hyper=None):
+    backend().adam_step(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay, hyper)
 
 
 # ==== issue 5: conv2d, conv_transpose2d, batch norm (kernels: csrc/conv2d.cu, csrc/batchnorm.cu) ====

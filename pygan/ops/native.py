@@ -170,13 +170,15 @@ class NativeOps:
         return dweight
 
     # -- Adam --------------------------------------------------------------------------------
-    def adam_step(self, params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay, *, variant=0):
+    def adam_step(self, params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay, hyper=None,
+                  *, variant=0):
         # In place: the arrays go through as they are (a non-contiguous one is a ValueError, since
-        # updating a contiguous copy would lose the update).
+        # updating a contiguous copy would lose the update). hyper (device memory) goes as it is too:
+        # the kernel reads it when it runs, so a captured launch sees each replay's values.
         self.native.adam_step(
             list(params), [self._in(g) for g in grads], list(exp_avgs), list(exp_avg_sqs),
             int(step), float(lr), float(beta1), float(beta2), float(eps), float(weight_decay),
-            variant, self.stream(),
+            hyper, variant, self.stream(),
         )
 
     # -- group norm (issue 11) -----------------------------------------------------------------

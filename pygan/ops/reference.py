@@ -22,8 +22,10 @@ C-contiguous arrays, never views of inputs.
     sigmoid_forward(x) -> y;  sigmoid_backward(y, dy) -> dx               (from the output y)
     binary_cross_entropy_with_logits_forward(logits, target) -> loss      (0-d, mean reduction)
     binary_cross_entropy_with_logits_backward(logits, target, dloss) -> dlogits
-    adam_step(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay)
-        -> None    in place, torch.optim.Adam semantics (L2 weight decay, no amsgrad)
+    adam_step(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay, hyper=None)
+        -> None    in place, torch.optim.Adam semantics (L2 weight decay, no amsgrad); hyper: None or
+                   float32 [step_size, bias_correction2_sqrt] on the params' device, used instead of
+                   the values computed from step and lr (for a launch captured in a CUDA graph)
     linear_forward(x, w, b) -> y          x (N,in), w (out,in), b (out,) or None; y = x w^T + b
     linear_backward(x, w, dy, has_bias) -> (dx, dw, db)                   db None unless has_bias
     avg_pool2d_forward(x, kernel_size, stride) -> y
@@ -433,16 +435,30 @@ def binary_cross_entropy_with_logits_backward(logits, target, dloss):
 # -- Adam -----------------------------------------------------------------------------------------
 
 
-def adam_step(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay):
+def adam_hyper(step, lr, beta1, beta2):
+    """(step_size, bc2_sqrt) of Adam's step `step` (1-based), in float64: lr / (1 - beta1^step) and
+    sqrt(1 - beta2^step). The launchers compute the same (csrc/adam.cu); as float32 they are the
+    `hyper` a captured update reads from device memory (pygan.optim stages them every step)."""
+    step = int(step)
+    return float(lr) / (1.0 - float(beta1) ** step), math.sqrt(1.0 - float(beta2) ** step)
+
+
+def adam_step(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps, weight_decay, hyper=None):
     """One torch.optim.Adam step (amsgrad=False, L2 weight decay), all arrays updated in place.
 
     g = grad + weight_decay * p; m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g*g;
-    p -= lr / (1 - b1^step) * m / (sqrt(v) / sqrt(1 - b2^step) + eps); step is 1-based.
+    p -= step_size * m / (sqrt(v) / bc2_sqrt + eps), with step_size = lr / (1 - b1^step) and
+    bc2_sqrt = sqrt(1 - b2^step); step is 1-based.
+
+    hyper: None, or a float32 array [step_size, bc2_sqrt] (adam_hyper's values) that replaces the two
+    computed from step and lr. A kernel reads it from device memory when it runs, so a launch
+    captured in a CUDA graph takes each replay's values; float32, as the kernels use both anyway.
     """
     lr, beta1, beta2, eps, wd = float(lr), float(beta1), float(beta2), float(eps), float(weight_decay)
-    step = int(step)
-    step_size = lr / (1.0 - beta1**step)
-    bc2_sqrt = math.sqrt(1.0 - beta2**step)
+    if hyper is None:
+        step_size, bc2_sqrt = adam_hyper(step, lr, beta1, beta2)
+    else:
+        step_size, bc2_sqrt = float(hyper[0]), float(hyper[1])
     for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs, strict=True):
         if wd != 0.0:
             g = g + wd * p
