@@ -512,3 +512,18 @@ def test_every_registry_op_is_reachable(monkeypatch, choice):
                     close(a, b.astype(np.float64), f"{name} output {k}", atol=1e-5, rtol=1e-5)
     finally:
         ops.set_cpu_backend(None)
+
+
+@pytest.mark.parametrize("threads, preset, expected", [("2", None, "PASSIVE"), ("2", "ACTIVE", "ACTIVE"), ("1", None, None)])
+def test_more_than_one_thread_makes_openmp_waits_passive_unless_set(threads, preset, expected):
+    """With T > 1 the policy sets OMP_WAIT_POLICY=PASSIVE before numba's OpenMP pool starts (spinning
+    workers starved OpenBLAS's threads); a value the user set is kept; one thread changes nothing."""
+    code = ("import os; from pygan.ops import cpu_runtime\n"
+            "cpu_runtime.apply_thread_policy(with_numba=True)\n"
+            "print(os.environ.get('OMP_WAIT_POLICY'))\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "PYGAN_NUM_THREADS")}
+    env["OMP_NUM_THREADS"] = threads
+    if preset:
+        env["OMP_WAIT_POLICY"] = preset
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == str(expected)

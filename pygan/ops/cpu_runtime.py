@@ -18,6 +18,8 @@ Thread policy
     numba's OpenMP threading layer shares libgomp with other OpenMP users in the process (PyTorch):
     starting numba's pool sets the process's OpenMP default to the pool's size, so such a library
     should set its own count after pygan's backend is set up (pygan/bench.py does for PyTorch).
+    With T > 1, OMP_WAIT_POLICY is set to PASSIVE when the user has not set it (see
+    _passive_openmp_waits: spinning OpenMP workers starved the BLAS's threads).
 
 GEMM
     The convolutions' GEMMs go to the BLAS through scipy.linalg.blas (s/dgemm with transpose flags,
@@ -120,12 +122,24 @@ def apply_thread_policy(with_numba):
         _set_threads(scipy_blas_handle(), _policy["blas_threads"])
         _policy["_scipy"] = True
     if with_numba and _policy["numba_threads"] is None:
+        if _policy["_t"] > 1:
+            _passive_openmp_waits()  # before numba's OpenMP pool starts: its libgomp reads it then
         import numba
 
         n = min(_policy["_t"], numba.config.NUMBA_NUM_THREADS)
         numba.set_num_threads(n)
         _policy["numba_threads"] = n
     return {k: v for k, v in _policy.items() if not k.startswith("_")}
+
+
+def _passive_openmp_waits():
+    """OMP_WAIT_POLICY=PASSIVE unless the user set it. numba's kernels and OpenBLAS's GEMMs take turns
+    on the same cores; by default an OpenMP worker spins for a while after each parallel region,
+    so numba's idle threads kept the cores OpenBLAS needed: with 2 threads on 2 quiet cores a
+    1x32x32 step took 398 ms against 191 ms with one thread, and 134 ms with passive waits
+    (benchmarks/results/README.md). Read once, when an OpenMP runtime loads: a library that loaded
+    libgomp earlier in the process (PyTorch imported first) keeps its own setting."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 # -- OpenBLAS libraries loaded in this process ------------------------------------------------------
