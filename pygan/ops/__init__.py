@@ -282,23 +282,34 @@ def conv_transpose2d_backward(x, w, dy, stride, padding, output_padding, has_bia
     return backend_for(x).conv_transpose2d_backward(x, w, dy, stride, padding, output_padding, bool(has_bias))
 
 
-def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps):
-    _check_batch_norm(x, gamma, beta, running_mean, running_var)
+def _batch_norm_forward_args(op, x, gamma, beta, running_mean, running_var, training, momentum, eps):
+    """The checks batch_norm_forward and its fused form share; returns (momentum, eps) as floats."""
+    _check_batch_norm(x, gamma, beta, running_mean, running_var, op)
     if not training and (running_mean is None or running_var is None):
-        raise ValueError("batch_norm: evaluation mode (training=False) needs running_mean and running_var")
+        raise ValueError(f"{op}: evaluation mode (training=False) needs running_mean and running_var")
     if training and (x.shape[1] == 0 or x.size // x.shape[1] < 2):
-        raise ValueError(f"batch_norm: training needs more than one value per channel, got input shape {_shape(x)}")
-    momentum, eps = _number("batch_norm", "momentum", momentum), _number("batch_norm", "eps", eps)
+        raise ValueError(f"{op}: training needs more than one value per channel, got input shape {_shape(x)}")
+    momentum, eps = _number(op, "momentum", momentum), _number(op, "eps", eps)
     if not eps > 0:
-        raise ValueError(f"batch_norm: eps must be positive, got {eps}")
-    return backend_for(x).batch_norm_forward(x, gamma, beta, running_mean, running_var, bool(training), float(momentum), float(eps))
+        raise ValueError(f"{op}: eps must be positive, got {eps}")
+    return float(momentum), float(eps)
+
+
+def _batch_norm_backward_args(op, x, gamma, beta, dy, mean, rstd):
+    _check_float(op, mean=mean, rstd=rstd)  # saved by the forward: required
+    _check_batch_norm(x, gamma, beta, mean, rstd, op)
+    _check_float(op, input=x, grad_output=dy)
+    _check_grad(op, "grad_output", dy, x.shape)
+
+
+def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps):
+    momentum, eps = _batch_norm_forward_args("batch_norm", x, gamma, beta, running_mean, running_var, training,
+                                             momentum, eps)
+    return backend_for(x).batch_norm_forward(x, gamma, beta, running_mean, running_var, bool(training), momentum, eps)
 
 
 def batch_norm_backward(x, gamma, dy, mean, rstd, training):
-    _check_float("batch_norm_backward", mean=mean, rstd=rstd)  # saved by the forward: required
-    _check_batch_norm(x, gamma, None, mean, rstd, "batch_norm_backward")
-    _check_float("batch_norm_backward", input=x, grad_output=dy)
-    _check_grad("batch_norm_backward", "grad_output", dy, x.shape)
+    _batch_norm_backward_args("batch_norm_backward", x, gamma, None, dy, mean, rstd)
     return backend_for(x).batch_norm_backward(x, gamma, dy, mean, rstd, bool(training))
 
 
@@ -306,25 +317,16 @@ def batch_norm_leaky_relu_forward(x, gamma, beta, running_mean, running_var, tra
     """batch_norm_forward then leaky_relu_forward in one op (the backends fuse them: one pass less
     over the activations each way); (y, mean, rstd) as batch_norm_forward. Not a registry pair of
     its own: reference.batch_norm_leaky_relu_* is its specification, the composition."""
-    _check_batch_norm(x, gamma, beta, running_mean, running_var, "batch_norm_leaky_relu")
-    if not training and (running_mean is None or running_var is None):
-        raise ValueError("batch_norm_leaky_relu: evaluation mode (training=False) needs running_mean and running_var")
-    if training and (x.shape[1] == 0 or x.size // x.shape[1] < 2):
-        raise ValueError(f"batch_norm_leaky_relu: training needs more than one value per channel, got input shape {_shape(x)}")
-    momentum, eps = _number("batch_norm_leaky_relu", "momentum", momentum), _number("batch_norm_leaky_relu", "eps", eps)
-    if not eps > 0:
-        raise ValueError(f"batch_norm_leaky_relu: eps must be positive, got {eps}")
-    slope = _number("batch_norm_leaky_relu", "negative_slope", negative_slope)
+    op = "batch_norm_leaky_relu"
+    momentum, eps = _batch_norm_forward_args(op, x, gamma, beta, running_mean, running_var, training, momentum, eps)
+    slope = float(_number(op, "negative_slope", negative_slope))
     return backend_for(x).batch_norm_leaky_relu_forward(x, gamma, beta, running_mean, running_var, bool(training),
-                                                        float(momentum), float(eps), float(slope))
+                                                        momentum, eps, slope)
 
 
 def batch_norm_leaky_relu_backward(x, gamma, beta, dy, mean, rstd, training, negative_slope):
     op = "batch_norm_leaky_relu_backward"
-    _check_float(op, mean=mean, rstd=rstd)
-    _check_batch_norm(x, gamma, beta, mean, rstd, op)
-    _check_float(op, input=x, grad_output=dy)
-    _check_grad(op, "grad_output", dy, x.shape)
+    _batch_norm_backward_args(op, x, gamma, beta, dy, mean, rstd)
     return backend_for(x).batch_norm_leaky_relu_backward(x, gamma, beta, dy, mean, rstd, bool(training),
                                                          float(_number(op, "negative_slope", negative_slope)))
 
