@@ -48,6 +48,12 @@ __device__ __forceinline__ float act_grad(float z, float g, int act, float slope
   return act == kBnLeakyRelu ? (z > 0.0f ? g : g * slope) : g;
 }
 
+// act((v - mean) * scale + shift) for the four lanes of a float4 (variants 2 and 3)
+__device__ __forceinline__ float4 normalise4(float4 v, float mean, float scale, float shift, int act, float slope) {
+  return make_float4(apply_act((v.x - mean) * scale + shift, act, slope), apply_act((v.y - mean) * scale + shift, act, slope),
+                     apply_act((v.z - mean) * scale + shift, act, slope), apply_act((v.w - mean) * scale + shift, act, slope));
+}
+
 // Index of element e (0 <= e < N*M) of channel c.
 __device__ __forceinline__ std::int64_t at(std::int64_t e, std::int64_t c, std::int64_t C, std::int64_t M) {
   const std::int64_t n = e / M;
@@ -116,10 +122,7 @@ __global__ void bn_forward(const float* x, const float* gamma, const float* beta
     if constexpr (VEC) {
       const std::int64_t i = at(e, c, C, Mv);
       const float4 v = x4[i];
-      y4[i] = make_float4(apply_act((v.x - mean) * scale + shift, act, slope),
-                          apply_act((v.y - mean) * scale + shift, act, slope),
-                          apply_act((v.z - mean) * scale + shift, act, slope),
-                          apply_act((v.w - mean) * scale + shift, act, slope));
+      y4[i] = normalise4(v, mean, scale, shift, act, slope);
     } else {
       const std::int64_t i = at(e, c, C, M);
       y[i] = apply_act((x[i] - mean) * scale + shift, act, slope);
@@ -343,10 +346,7 @@ __global__ void bn3_normalise(const float* x, const float* table, float* y, std:
     const float mean = row[0], scale = row[1], shift = row[2];
     if constexpr (VEC) {
       const float4 v = x4[i];
-      y4[i] = make_float4(apply_act((v.x - mean) * scale + shift, act, slope),
-                          apply_act((v.y - mean) * scale + shift, act, slope),
-                          apply_act((v.z - mean) * scale + shift, act, slope),
-                          apply_act((v.w - mean) * scale + shift, act, slope));
+      y4[i] = normalise4(v, mean, scale, shift, act, slope);
     } else {
       y[i] = apply_act((x[i] - mean) * scale + shift, act, slope);
     }
