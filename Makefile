@@ -12,14 +12,14 @@ SHELL := /bin/bash
 STAMP := build/.setup-stamp
 SETUP_LOG := build/setup.log
 # Everything the build reads: a change to any of them makes the next `make setup` rebuild.
-BUILD_INPUTS := setup.py pyproject.toml CMakeLists.txt $(wildcard csrc/* csrc/emu/*)
+BUILD_INPUTS := setup.py pyproject.toml CMakeLists.txt $(wildcard csrc/* csrc/emu/* csrc/cpu/*)
 # The build options, and the compilers the build would find: a change also means a rebuild.
 BUILD_CONFIG = python=$$($(PYTHON) -c "import sys; print(sys.executable)" 2>/dev/null) nvcc=$$(command -v nvcc) \
   PYGAN_CPU_ONLY=$$PYGAN_CPU_ONLY PYGAN_CUDA_ARCH=$$PYGAN_CUDA_ARCH PYGAN_REQUIRE_CUDA=$$PYGAN_REQUIRE_CUDA \
   PYGAN_BUILD_JOBS=$$PYGAN_BUILD_JOBS PYGAN_NO_EMULATION=$$PYGAN_NO_EMULATION CUDACXX=$$CUDACXX \
   CMAKE_ARGS=$$CMAKE_ARGS DEBUG=$$DEBUG
 comma := ,
-IMPORT_CHECK = import pygan._C$(if $(filter 1 on ON On true True TRUE yes Yes YES,$(strip $(PYGAN_NO_EMULATION))),,$(comma) pygan._emu)
+IMPORT_CHECK = import pygan._C, pygan._cpu$(if $(filter 1 on ON On true True TRUE yes Yes YES,$(strip $(PYGAN_NO_EMULATION))),,$(comma) pygan._emu)
 
 .PHONY: setup setup-check setup-data setup-cupy setup-mpi test demo clean
 

@@ -30,7 +30,8 @@ class CMakeExtension(Extension):
 
 class CMakeBuild(build_ext):
     """One CMake build tree for every extension: configured once, then each extension builds
-    its own target (pygan._C -> _C, pygan._emu -> _emu) into its output directory."""
+    its own target (pygan._C -> _C, pygan._cpu -> _cpu, pygan._emu -> _emu) into its output
+    directory."""
 
     _configured = None
 
@@ -88,7 +89,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["pygan", "pygan.*"]),
     package_data={"pygan": ["assets/*.safetensors", "assets/*.json"]},
-    ext_modules=[CMakeExtension("pygan._C")]
+    ext_modules=[CMakeExtension("pygan._C"), CMakeExtension("pygan._cpu")]
     + ([] if _env_flag("PYGAN_NO_EMULATION") else [CMakeExtension("pygan._emu")]),
     cmdclass={"build_ext": CMakeBuild},
     install_requires=[

@@ -5,7 +5,8 @@
 For 1x32x32 batch 64 and 3x64x64 batch 64, the step of pygan/bench.py runs on the fast CPU backend
 (pygan/ops/cpu.py, "numba") and on the numpy reference ("reference"), interleaved step by step.
 Every registry op (pygan.ops.<name>) is wrapped with a timer, and so are the phases inside the
-convolutions: the GEMM, im2col, col2im, the NCHW->NHWC copies, the weight reorder, and each numba
+convolutions: the GEMM (with pygan's own GEMM, which gathers the patches while packing, the
+convolutions' GEMMs are labelled "conv GEMM, implicit im2col" and no im2col is written), im2col, col2im, the NCHW->NHWC copies, the weight reorder, and each numba
 kernel. Times are exclusive (a phase's time is not also counted in its op), medians over the
 rounds of each label's total per step. "outside the ops" is the step's wall time minus all op
 time: the autograd graph (Function objects, topological sort, gradient accumulation with +),
@@ -36,6 +37,8 @@ from pygan.ops import reference as R  # noqa: E402
 # the issue's phases, for the summary table
 PHASE_OF = {
     "GEMM (BLAS)": "GEMM",
+    "GEMM": "GEMM",
+    "conv GEMM, implicit im2col": "GEMM",
     "GEMM + output reorder": "GEMM",
     "im2col": "im2col/col2im",
     "col2im": "im2col/col2im",
@@ -90,9 +93,16 @@ def instrument(prof):
     for name in ops.OPS:
         setattr(ops, name, prof.wrap(name, getattr(ops, name)))
     cpu.setup()
-    cpu._gemm = prof.wrap("GEMM (BLAS)", cpu._gemm)
+    gemm = cpu._gemm
+    if gemm.implicit:  # pygan's GEMM: its conv entry points pack the patches themselves
+        cpu._gemm = prof.wrap("GEMM", gemm)
+        cpu._gemm.implicit = True
+        cpu._gemm.conv_forward = prof.wrap("conv GEMM, implicit im2col", gemm.conv_forward)
+        cpu._gemm.conv_weight_grad = prof.wrap("conv GEMM, implicit im2col", gemm.conv_weight_grad)
+    else:
+        cpu._gemm = prof.wrap("GEMM (BLAS)", gemm)
     for mod, attr, label in (
-        (cpu, "_im2col", "im2col"), (cpu, "_col2im", "col2im"), (cpu, "_nhwc", "NCHW->NHWC copy"),
+        (cpu, "_im2col_padded", "im2col"), (cpu, "_col2im", "col2im"), (cpu, "_nhwc", "NCHW->NHWC copy"),
         (cpu, "_weight_matrix", "weight reorder"),
         (R, "_im2col", "im2col"), (R, "_col2im", "col2im"), (R, "_nhwc_matrix", "NCHW->NHWC copy"),
         (R, "_weight_matrix", "weight reorder"),

@@ -1,4 +1,4 @@
-"""The fast CPU backend (pygan/ops/cpu.py: numba kernels, the BLAS GEMM) against the reference.
+"""The fast CPU backend (pygan/ops/cpu.py: numba kernels, pygan's GEMM or the BLAS) against the reference.
 
 As for the CUDA kernels (tests/test_emulated_conv_batchnorm.py): float32 inputs drawn fresh per
 example, the reference run in float64 on the same values, shapes drawn by hypothesis, and every
@@ -49,6 +49,20 @@ def poisoned(monkeypatch):
     cpu._local.ws = {}
 
 
+@pytest.fixture(params=["pygan", "openblas"])
+def conv_gemm(request, monkeypatch):
+    """The convolutions on each GEMM: pygan's own (pygan._cpu, which gathers the patches while
+    packing, run on 2 threads here) and scipy's OpenBLAS (explicit im2col)."""
+    monkeypatch.setenv("PYGAN_CPU_GEMM", request.param)
+    gemm = cpu_runtime.Gemm()
+    if request.param == "pygan" and not gemm.implicit:
+        pytest.skip("pygan._cpu is not built or has no micro-kernel for this CPU")
+    gemm.threads = 2
+    cpu.setup()
+    monkeypatch.setattr(cpu, "_gemm", gemm)
+    return request.param
+
+
 def close(out, ref, what, atol=ATOL, rtol=RTOL):
     if ref is None:
         assert out is None, what
@@ -84,7 +98,7 @@ conv_cases = st.tuples(
 
 @given(case=conv_cases, seed=st.integers(0, 2**32 - 1))
 @settings(**SETTINGS)
-def test_conv2d_matches_reference(poisoned, case, seed):
+def test_conv2d_matches_reference(poisoned, conv_gemm, case, seed):
     n, c, h, w, o, kh, kw, sh, sw, ph, pw, bias = case
     if kh > h + 2 * ph or kw > w + 2 * pw:
         return
@@ -105,7 +119,7 @@ def test_conv2d_matches_reference(poisoned, case, seed):
 
 @given(case=conv_cases, op_extra=st.integers(0, 2), seed=st.integers(0, 2**32 - 1))
 @settings(**SETTINGS)
-def test_conv_transpose2d_matches_reference(poisoned, case, op_extra, seed):
+def test_conv_transpose2d_matches_reference(poisoned, conv_gemm, case, op_extra, seed):
     n, c, h, w, o, kh, kw, sh, sw, ph, pw, bias = case
     opad = (min(op_extra, sh - 1), min(op_extra, sw - 1))
     oh, ow = (h - 1) * sh - 2 * ph + kh + opad[0], (w - 1) * sw - 2 * pw + kw + opad[1]
@@ -124,7 +138,7 @@ def test_conv_transpose2d_matches_reference(poisoned, case, op_extra, seed):
         close(got, want, f"conv_transpose2d {name} " + tag)
 
 
-def test_dcgan_layer_shapes(poisoned, rng):
+def test_dcgan_layer_shapes(poisoned, conv_gemm, rng):
     """The shapes a 64x64 DCGAN step runs (batch 4), both conv kinds."""
     for c, o, hw in ((3, 64, 64), (64, 128, 32), (256, 512, 8)):
         x, wt = f32(rng, (4, c, hw, hw)), f32(rng, (o, c, 4, 4), 0.05)
@@ -400,7 +414,7 @@ def test_pygan_openblas_core_applies_to_pygans_gemm_only(request_core):
         "print(os.environ.get('OPENBLAS_CORETYPE'), '|', g.name)\n"
     )
     pin = "SkylakeX" if request_core == "Haswell" else "Haswell"
-    env = dict(os.environ, OPENBLAS_CORETYPE=pin, PYGAN_OPENBLAS_CORE=request_core, PYGAN_CPU_GEMM="")
+    env = dict(os.environ, OPENBLAS_CORETYPE=pin, PYGAN_OPENBLAS_CORE=request_core, PYGAN_CPU_GEMM="openblas")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd=ROOT).stdout
     restored, name = (part.strip() for part in out.split("|"))
     assert restored == pin

@@ -10,7 +10,10 @@ benchmarks/results/cpu_profile.md):
     conv2d_*, conv_transpose2d_*   the reference's algorithm (NHWC im2col + one GEMM per
                                    computation), with the padded copy, the columns and the GEMM
                                    outputs in reused buffers, the GEMMs on cpu_runtime.Gemm and
-                                   col2im a numba gather (im2col stays a numpy strided copy)
+                                   col2im a numba gather. With pygan's own GEMM (pygan._cpu, the
+                                   default) the patch matrix is never written: the GEMM gathers
+                                   it from the padded NHWC image while packing; otherwise im2col
+                                   is a numpy strided copy
     batch_norm_*                   numba: statistics in one kernel, normalise + affine in another,
                                    backward in one kernel (two passes); running stats as reference
     batch_norm_leaky_relu_*        the same kernels with the activation fused (not in OPS: the
@@ -83,6 +86,7 @@ def setup():
     if _gemm is None:
         _gemm = cpu_runtime.Gemm()  # before the thread policy: it may load scipy's BLAS
     policy = cpu_runtime.apply_thread_policy(with_numba=K is not None)
+    getattr(_gemm, "__wrapped__", _gemm).threads = policy["blas_threads"]
     hint = cpu_runtime.gemm_core_hint(_corename_of_gemm())
     return {"gemm": _gemm.name, **policy, "numba": None if K is None else __import__("numba").__version__,
             "gemm_hint": hint}
@@ -91,7 +95,10 @@ def setup():
 def _corename_of_gemm():
     from . import cpu_runtime
 
-    handle = cpu_runtime.scipy_blas_handle() if _gemm.fblas is not None else cpu_runtime.numpy_blas()
+    gemm = getattr(_gemm, "__wrapped__", _gemm)  # a profiler may have wrapped it
+    if gemm.native is not None:
+        return None  # not OpenBLAS: no core to name
+    handle = cpu_runtime.scipy_blas_handle() if gemm.fblas is not None else cpu_runtime.numpy_blas()
     return cpu_runtime._corename(handle)
 
 
@@ -158,36 +165,92 @@ def _out_size(size, k, s, p):
 # tens of MB per call), and the GEMMs go to cpu_runtime.Gemm with transpose flags.
 
 
+def _native_layout():
+    """pygan._cpu and its thread count when its layout moves can serve float32 arrays, else None."""
+    gemm = getattr(_gemm, "__wrapped__", _gemm)  # a profiler may have wrapped it
+    native = getattr(gemm, "native", None)
+    return None if native is None else (native, gemm.threads)
+
+
+def _to_nhwc(a, out, padding=(0, 0)):
+    native = _native_layout()
+    if native is not None and a.dtype == np.float32:
+        native[0].nchw_to_nhwc(_c(a), out, padding, threads=native[1])
+        return out
+    (ph, pw), (h, w) = padding, a.shape[2:]
+    if ph:
+        out[:, :ph] = 0
+        out[:, ph + h:] = 0
+    if pw:
+        out[:, :, :pw] = 0
+        out[:, :, pw + w:] = 0
+    out[:, ph:ph + h, pw:pw + w, :] = a.transpose(0, 2, 3, 1)
+    return out
+
+
+def _nchw(ym, b, n, oh, ow):
+    """y (N, O, OH, OW) from the NHWC matrix ym (N*OH*OW, O), plus the bias b when given."""
+    native = _native_layout()
+    if native is None or ym.dtype != np.float32 or (b is not None and b.dtype != np.float32):
+        return _ref._nchw_from_matrix(ym, b, n, oh, ow, _empty)
+    y = _empty((n, ym.shape[1], oh, ow), ym.dtype)
+    native[0].nhwc_to_nchw(ym, y, None if b is None else _c(b), threads=native[1])
+    return y
+
+
 def _nhwc(slot, a):
     """(N*H*W, C) matrix of an (N, C, H, W) array, in a workspace."""
     n, c, h, w = a.shape
-    m = _workspace(slot, (n, h, w, c), a.dtype)
-    m[...] = a.transpose(0, 2, 3, 1)
-    return m.reshape(n * h * w, c)
+    return _to_nhwc(a, _workspace(slot, (n, h, w, c), a.dtype)).reshape(n * h * w, c)
 
 
 def _weight_matrix(w):
     return np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(w.shape[0], -1)
 
 
-def _im2col(x, kh, kw, stride, padding, oh, ow):
-    """The patch matrix of x in the "cols" workspace (the reference's _im2col, zeroing only the
-    border of the padded copy instead of allocating it zeroed)."""
+def _padded_nhwc(x, padding):
+    """x (N, C, H, W) as a zero-padded (N, H + 2ph, W + 2pw, C) image in the "xpad" workspace."""
     n, c, h, w = x.shape
-    (sh, sw), (ph, pw) = stride, padding
-    xp = _workspace("xpad", (n, h + 2 * ph, w + 2 * pw, c), x.dtype)
-    if ph:
-        xp[:, :ph] = 0
-        xp[:, ph + h:] = 0
-    if pw:
-        xp[:, :, :pw] = 0
-        xp[:, :, pw + w:] = 0
-    xp[:, ph:ph + h, pw:pw + w, :] = x.transpose(0, 2, 3, 1)
+    ph, pw = padding
+    return _to_nhwc(x, _workspace("xpad", (n, h + 2 * ph, w + 2 * pw, c), x.dtype), padding)
+
+
+def _im2col_padded(xp, kh, kw, stride, oh, ow):
+    """The patch matrix of a padded NHWC image in the "cols" workspace (the reference's _im2col)."""
+    n, _, _, c = xp.shape
+    sh, sw = stride
     bn, bh, bw, bc = xp.strides
     patches = as_strided(xp, (n, oh, ow, kh, kw * c), (bn, sh * bh, sw * bw, bh, bc), writeable=False)
-    cols = _workspace("cols", (n, oh, ow, kh, kw * c), x.dtype)
+    cols = _workspace("cols", (n, oh, ow, kh, kw * c), xp.dtype)
     np.copyto(cols, patches)
     return cols.reshape(n * oh * ow, kh * kw * c)
+
+
+def _implicit():
+    """Whether the GEMM gathers the patches itself (pygan._cpu), so no im2col is written."""
+    return getattr(_gemm, "implicit", False)
+
+
+def _conv_matrix(xp, w, stride, oh, ow):
+    """ym (N*OH*OW, O) = cols(xp) wk^T, xp a padded NHWC image, in the "ym" workspace."""
+    o, _, kh, kw = w.shape
+    ym = _workspace("ym", (xp.shape[0] * oh * ow, o), xp.dtype)
+    if _implicit():
+        return _gemm.conv_forward(xp, _weight_matrix(w), ym, (kh, kw), stride, (oh, ow))
+    return _gemm(_im2col_padded(xp, kh, kw, stride, oh, ow), _weight_matrix(w), trans_b=True, out=ym)
+
+
+def _conv_weight_grad(xp, dym, w_shape, stride, oh, ow):
+    """dw (O, C, kh, kw) = the reorder of dym^T cols(xp)."""
+    o, c, kh, kw = w_shape
+    dwm = _workspace("dwm", (o, kh * kw * c), xp.dtype)
+    if _implicit():
+        _gemm.conv_weight_grad(dym, xp, dwm, (kh, kw), stride, (oh, ow))
+    else:
+        _gemm(dym, _im2col_padded(xp, kh, kw, stride, oh, ow), trans_a=True, out=dwm)
+    dw = _empty(tuple(w_shape), xp.dtype)
+    dw[...] = dwm.reshape(o, kh, kw, c).transpose(0, 3, 1, 2)
+    return dw
 
 
 def _col2im(dcols, x_shape, kh, kw, oh, ow, stride, padding):
@@ -198,25 +261,11 @@ def _col2im(dcols, x_shape, kh, kw, oh, ow, stride, padding):
     return dx
 
 
-def _forward_from_cols(cols, w, b, n, oh, ow):
-    o = w.shape[0]
-    ym = _gemm(cols, _weight_matrix(w), trans_b=True, out=_workspace("ym", (cols.shape[0], o), cols.dtype))
-    return _ref._nchw_from_matrix(ym, b, n, oh, ow, _empty)
-
-
 def _backward_data_from_matrix(dym, w, x_shape, oh, ow, stride, padding):
     kh, kw = w.shape[2:]
     wk = _weight_matrix(w)
     dcols = _gemm(dym, wk, out=_workspace("dcols", (dym.shape[0], wk.shape[1]), dym.dtype))
     return _col2im(dcols, x_shape, kh, kw, oh, ow, stride, padding)
-
-
-def _backward_weight_from_cols(cols, dym, w_shape):
-    o, c, kh, kw = w_shape
-    dwm = _gemm(dym, cols, trans_a=True, out=_workspace("dwm", (o, cols.shape[1]), cols.dtype))
-    dw = _empty(tuple(w_shape), cols.dtype)
-    dw[...] = dwm.reshape(o, kh, kw, c).transpose(0, 3, 1, 2)
-    return dw
 
 
 def _bias_grad(dy, has_bias):
@@ -234,7 +283,7 @@ def conv2d_forward(x, w, b, stride, padding):
     n, _, h, wd = x.shape
     kh, kw = w.shape[2:]
     oh, ow = _out_size(h, kh, stride[0], padding[0]), _out_size(wd, kw, stride[1], padding[1])
-    return _forward_from_cols(_im2col(x, kh, kw, stride, padding, oh, ow), w, b, n, oh, ow)
+    return _nchw(_conv_matrix(_padded_nhwc(x, padding), w, stride, oh, ow), b, n, oh, ow)
 
 
 @_guarded(_ref.conv2d_backward)
@@ -242,11 +291,10 @@ def conv2d_backward(x, w, dy, stride, padding, has_bias):
     if not _fast(x):
         return _ref.conv2d_backward(x, w, dy, stride, padding, has_bias)
     stride, padding = _pair(stride), _pair(padding)
-    kh, kw = w.shape[2:]
     oh, ow = dy.shape[2:]
     dym = _nhwc("dym", dy)
     dx = _backward_data_from_matrix(dym, w, x.shape, oh, ow, stride, padding)
-    dw = _backward_weight_from_cols(_im2col(x, kh, kw, stride, padding, oh, ow), dym, w.shape)
+    dw = _conv_weight_grad(_padded_nhwc(x, padding), dym, w.shape, stride, oh, ow)
     return dx, dw, _bias_grad(dy, has_bias)
 
 
@@ -266,8 +314,7 @@ def conv2d_backward_weight(x, dy, w_shape, stride, padding):
     stride, padding = _pair(stride), _pair(padding)
     w_shape = tuple(int(s) for s in w_shape)
     oh, ow = dy.shape[2:]
-    cols = _im2col(x, w_shape[2], w_shape[3], stride, padding, oh, ow)
-    return _backward_weight_from_cols(cols, _nhwc("dym", dy), w_shape)
+    return _conv_weight_grad(_padded_nhwc(x, padding), _nhwc("dym", dy), w_shape, stride, oh, ow)
 
 
 # -- conv_transpose2d: the conv computations with x and y swapped ---------------------------------
@@ -293,11 +340,10 @@ def conv_transpose2d_backward(x, w, dy, stride, padding, output_padding, has_bia
     if not _fast(x):
         return _ref.conv_transpose2d_backward(x, w, dy, stride, padding, output_padding, has_bias)
     stride, padding = _pair(stride), _pair(padding)
-    kh, kw = w.shape[2:]
     h, wd = x.shape[2:]
-    cols = _im2col(dy, kh, kw, stride, padding, h, wd)
-    dx = _forward_from_cols(cols, w, None, x.shape[0], h, wd)
-    dw = _backward_weight_from_cols(cols, _nhwc("dym", x), w.shape)
+    dyp = _padded_nhwc(dy, padding)
+    dx = _nchw(_conv_matrix(dyp, w, stride, h, wd), None, x.shape[0], h, wd)
+    dw = _conv_weight_grad(dyp, _nhwc("dym", x), w.shape, stride, h, wd)
     return dx, dw, _bias_grad(dy, has_bias)
 
 

@@ -22,7 +22,12 @@ Thread policy
     _passive_openmp_waits: spinning OpenMP workers starved the BLAS's threads).
 
 GEMM
-    The convolutions' GEMMs go to the BLAS through scipy.linalg.blas (s/dgemm with transpose flags,
+    By default the convolutions' GEMMs run on pygan's own (csrc/cpu, module pygan._cpu): packed,
+    AVX-512 or AVX2 micro-kernels picked at run time, with each convolution's patch matrix gathered
+    while packing instead of written out by an im2col first; it runs the BLAS thread count T.
+    PYGAN_CPU_GEMM=openblas selects the BLAS below instead, =numpy numpy's matmul; a build without
+    pygan._cpu, or a CPU without AVX2, uses the BLAS.
+    The BLAS path: the GEMMs go to the BLAS through scipy.linalg.blas (s/dgemm with transpose flags,
     so C-ordered operands are never copied), into outputs the caller owns; numpy's matmul when
     scipy's BLAS cannot be had, or with PYGAN_CPU_GEMM=numpy. scipy ships its own OpenBLAS,
     separate from numpy's; both threads counts are set by the policy above. OpenBLAS chooses its
@@ -212,26 +217,65 @@ def scipy_blas_handle():
     return _handles.get("scipy")
 
 
+GEMM_CHOICES = ("pygan", "openblas", "numpy")
+
+
+def _native_gemm_module():
+    """(pygan._cpu, "") when it is built and has a SIMD micro-kernel for this CPU, else (None, why)."""
+    try:
+        from .. import _cpu
+    except ImportError as exc:
+        return None, f"pygan._cpu is not built ({exc})"
+    if _cpu.best_isa() == "generic":
+        return None, "pygan._cpu has no AVX2/AVX-512 micro-kernel for this CPU"
+    return _cpu, ""
+
+
 class Gemm:
-    """out = op(a) @ op(b) for C-ordered 2-D float arrays (op: transpose when the flag is set)."""
+    """out = op(a) @ op(b) for C-ordered 2-D float arrays (op: transpose when the flag is set), and
+    the convolutions' GEMMs with the im2col done while packing (conv_forward, conv_weight_grad;
+    only where `implicit` is true).
+
+    PYGAN_CPU_GEMM picks the library: pygan (csrc/cpu, the default where it is built and the CPU
+    has AVX2 or AVX-512), openblas (scipy's), numpy (matmul)."""
 
     def __init__(self):
         self.fblas = None
+        self.native = None
+        self.threads = 1
         self.note = ""
-        if os.environ.get("PYGAN_CPU_GEMM", "").strip().lower() == "numpy":
+        choice = os.environ.get("PYGAN_CPU_GEMM", "").strip().lower()
+        if choice and choice not in GEMM_CHOICES:
+            raise ValueError(f"PYGAN_CPU_GEMM must be one of {', '.join(GEMM_CHOICES)} (or unset), got {choice!r}")
+        if choice == "numpy":
             self.note = "PYGAN_CPU_GEMM=numpy"
             return
+        if choice in ("", "pygan"):
+            if thread_counts()[1] > 1:
+                _passive_openmp_waits()  # pygan._cpu brings libgomp, which reads it when it loads
+            self.native, why = _native_gemm_module()
+            if self.native is not None:
+                return
+            if choice == "pygan":
+                self.note = f"PYGAN_CPU_GEMM=pygan not applied: {why}"
         try:
             with _openblas_core_for_loading(os.environ.get("PYGAN_OPENBLAS_CORE", "")) as note:
                 from scipy.linalg import blas as fblas
-            self.note = note
+            self.note = "; ".join(n for n in (self.note, note) if n)
         except ImportError as exc:  # pragma: no cover - scipy is a dependency
             self.note = f"scipy.linalg.blas unavailable ({exc})"
             return
         self.fblas = fblas
 
     @property
+    def implicit(self):
+        """Whether conv_forward / conv_weight_grad exist (the native GEMM gathers the patches)."""
+        return self.native is not None
+
+    @property
     def name(self):
+        if self.native is not None:
+            return f"pygan GEMM (csrc/cpu, {self.native.best_isa()} micro-kernel)"
         pinned = " (OPENBLAS_CORETYPE set)" if os.environ.get("OPENBLAS_CORETYPE") else ""
         if self.fblas is None:
             core = _corename(numpy_blas())
@@ -245,6 +289,10 @@ class Gemm:
         n = b.shape[0] if trans_b else b.shape[1]
         if out is None:
             out = np.empty((m, n), a.dtype)
+        if (self.native is not None and a.dtype == b.dtype == out.dtype == np.float32
+                and a.flags.c_contiguous and b.flags.c_contiguous and out.flags.c_contiguous):
+            self.native.gemm(a, b, out, trans_a, trans_b, threads=self.threads)
+            return out
         if self.fblas is None or a.dtype != b.dtype or a.dtype not in (np.float32, np.float64):
             np.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
             return out
@@ -254,6 +302,16 @@ class Gemm:
         r = gemm(1.0, b.T, a.T, beta=0.0, c=out.T, trans_a=int(trans_b), trans_b=int(trans_a), overwrite_c=1)
         if r.ctypes.data != out.ctypes.data:  # pragma: no cover - f2py copied instead of writing in place
             out[...] = r.T
+        return out
+
+    def conv_forward(self, xpad, wk, out, kernel, stride, out_hw):
+        """out (N*OH*OW, O) = cols(xpad) wk^T: xpad an (N, Hp, Wp, C) padded NHWC image."""
+        self.native.conv_forward(xpad, wk, out, kernel, stride, out_hw, threads=self.threads)
+        return out
+
+    def conv_weight_grad(self, dym, xpad, out, kernel, stride, out_hw):
+        """out (O, kh*kw*C) = dym^T cols(xpad)."""
+        self.native.conv_weight_grad(dym, xpad, out, kernel, stride, out_hw, threads=self.threads)
         return out
 
 

@@ -1,0 +1,369 @@
+// The CPU convolution GEMM of pygan._cpu: C = A B in float32, with A and B read through offset
+// tables, so one routine serves a plain matrix, a transposed one, and the im2col patch matrix of
+// an NHWC image that is never written out (the "implicit" im2col: packing gathers the patches).
+//
+// Why our own and not the BLAS: a BLAS packs its operands into cache-sized panels anyway, so
+// gathering the patches while packing costs nothing extra, where im2col + sgemm writes and reads
+// the patch matrix (4x the input for DCGAN's 4x4 stride-2 convolutions) once more. And OpenBLAS's
+// kernels are whatever OPENBLAS_CORETYPE says, which can pin AVX2 kernels on an AVX-512 CPU.
+//
+// Structure (GotoBLAS / BLIS): for each NC-wide block of columns, for each KC-deep slice of K,
+// pack B's slice into NR-wide slivers; for each MC-tall block of rows, pack A's block into MR-tall
+// slivers (zero-padded at the edges); then a register-tiled micro-kernel computes each MR x NR tile
+// of C over the KC slice. Micro-kernels (chosen at run time from the CPU's features):
+//   avx512: 14 x 32 tile, 28 zmm accumulators, A broadcast, two B vectors per k
+//   avx2:    6 x 16 tile, 12 ymm accumulators (Haswell and later, Zen)
+//   generic: 4 x 16 tile in plain C++ (what the compiler makes of it), any CPU
+// Threads: OpenMP over the row blocks (or over column chunks when there are few row blocks); the
+// caller passes the count (pygan/ops/cpu_runtime.py's policy). The order of the K summation does
+// not depend on the thread count, so results are the same for any number of threads.
+#include "gemm.h"
+#include "simd.h"
+
+#include <algorithm>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace pygan_cpu {
+namespace {
+
+constexpr int64_t KC = 256;
+
+struct AlignedBuffer {
+  float* p = nullptr;
+  size_t n = 0;
+  float* get(size_t size) {
+    if (size > n) {
+      std::free(p);
+      n = size;
+      p = static_cast<float*>(std::aligned_alloc(64, ((n * sizeof(float) + 63) / 64) * 64));
+      if (!p) throw std::bad_alloc();
+    }
+    return p;
+  }
+  ~AlignedBuffer() { std::free(p); }
+};
+
+// ---- micro-kernels: tile[MR x NR] = sum over k < kc of a[k][0..MR) outer b[k][0..NR) -------------
+
+#ifdef PYGAN_CPU_X86
+__attribute__((target("avx512f"))) void kernel_avx512(int64_t kc, const float* a, const float* b, float* tile) {
+  constexpr int MR = 14;
+  __m512 c0[MR], c1[MR];
+#pragma GCC unroll 14
+  for (int i = 0; i < MR; ++i) c0[i] = c1[i] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+#pragma GCC unroll 14
+    for (int i = 0; i < MR; ++i) {
+      const __m512 ai = _mm512_set1_ps(a[i]);
+      c0[i] = _mm512_fmadd_ps(ai, b0, c0[i]);
+      c1[i] = _mm512_fmadd_ps(ai, b1, c1[i]);
+    }
+    a += MR;
+    b += 32;
+  }
+#pragma GCC unroll 14
+  for (int i = 0; i < MR; ++i) {
+    _mm512_store_ps(tile + i * 32, c0[i]);
+    _mm512_store_ps(tile + i * 32 + 16, c1[i]);
+  }
+}
+
+__attribute__((target("avx2,fma"))) void kernel_avx2(int64_t kc, const float* a, const float* b, float* tile) {
+  constexpr int MR = 6;
+  __m256 c0[MR], c1[MR];
+#pragma GCC unroll 6
+  for (int i = 0; i < MR; ++i) c0[i] = c1[i] = _mm256_setzero_ps();
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; ++i) {
+      const __m256 ai = _mm256_broadcast_ss(a + i);
+      c0[i] = _mm256_fmadd_ps(ai, b0, c0[i]);
+      c1[i] = _mm256_fmadd_ps(ai, b1, c1[i]);
+    }
+    a += MR;
+    b += 16;
+  }
+#pragma GCC unroll 6
+  for (int i = 0; i < MR; ++i) {
+    _mm256_store_ps(tile + i * 16, c0[i]);
+    _mm256_store_ps(tile + i * 16 + 8, c1[i]);
+  }
+}
+#endif
+
+void kernel_generic(int64_t kc, const float* a, const float* b, float* tile) {
+  constexpr int MR = 4, NR = 16;
+  float acc[MR][NR] = {};
+  for (int64_t k = 0; k < kc; ++k) {
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NR; ++j) acc[i][j] += a[i] * b[j];
+    a += MR;
+    b += NR;
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) tile[i * NR + j] = acc[i][j];
+}
+
+struct KernelInfo {
+  Isa isa;
+  int mr, nr;
+  int64_t mc, nc;
+  void (*fn)(int64_t, const float*, const float*, float*);
+};
+
+KernelInfo kernel_for(Isa isa) {
+  switch (isa) {
+#ifdef PYGAN_CPU_X86
+    case Isa::avx512: return {isa, 14, 32, 14 * 12, 32 * 96, kernel_avx512};
+    case Isa::avx2: return {isa, 6, 16, 6 * 24, 16 * 192, kernel_avx2};
+#endif
+    default: return {Isa::generic, 4, 16, 4 * 32, 16 * 192, kernel_generic};
+  }
+}
+
+// ---- packing ----------------------------------------------------------------------------------------
+
+// a_pack[s][k][r] = A(i0 + s*mr + r, k0 + k), zero past row m (a sliver per mr rows). This is a
+// transpose (A's rows are contiguous along k, or runs of it for patches); with AVX2/AVX-512 one
+// gather per k fetches the sliver's mr rows, which measured about 1.4x faster than element copies.
+bool relative_rows(const Operand& A, int64_t r0, int64_t rows, int32_t* rel) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t d = A.row[r0 + r] - A.row[r0];
+    if (d < INT32_MIN || d > INT32_MAX) return false;
+    rel[r] = static_cast<int32_t>(d);
+  }
+  for (int64_t r = rows; r < 16; ++r) rel[r] = 0;
+  return true;
+}
+
+#ifdef PYGAN_CPU_X86
+// 16 columns k..k+15 of up to 14 rows at once where they are contiguous in every row: 14 loads, a
+// 16 x 16 register transpose, 16 stores; elsewhere one gather per k.
+__attribute__((target("avx512f"))) void pack_sliver_avx512(const float* base, const int64_t* col, int64_t kb,
+                                                            const int32_t* rel, int64_t rows, float* dst) {
+  const __m512i idx = _mm512_loadu_si512(rel);
+  const __mmask16 live = static_cast<__mmask16>((1u << rows) - 1), store = 0x3fff;  // mr = 14
+  int64_t k = 0;
+  while (k < kb) {
+    if (k + 16 <= kb && col[k + 15] - col[k] == 15) {
+      __m512 r[16];
+      const float* p = base + col[k];
+      for (int i = 0; i < 16; ++i) r[i] = i < rows ? _mm512_loadu_ps(p + rel[i]) : _mm512_setzero_ps();
+      transpose16(r);
+      for (int i = 0; i < 16; ++i) _mm512_mask_storeu_ps(dst + (k + i) * 14, store, r[i]);
+      k += 16;
+    } else {
+      _mm512_mask_storeu_ps(dst + k * 14, store, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live, idx, base + col[k], 4));
+      ++k;
+    }
+  }
+}
+
+__attribute__((target("avx2,fma"))) void pack_sliver_avx2(const float* base, const int64_t* col, int64_t kb,
+                                                          const int32_t* rel, int64_t rows, float* dst) {
+  const __m256i idx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rel));
+  alignas(32) int32_t lanes[8];
+  for (int r = 0; r < 8; ++r) lanes[r] = r < rows ? -1 : 0;
+  const __m256 live = _mm256_castsi256_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(lanes)));
+  const __m256i store = _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, 0, 0);  // mr = 6
+  for (int64_t k = 0; k < kb; ++k)
+    _mm256_maskstore_ps(dst + k * 6, store, _mm256_mask_i32gather_ps(_mm256_setzero_ps(), base + col[k], idx, live, 4));
+}
+#endif
+
+void pack_a(Isa isa, const Operand& A, int64_t i0, int64_t mb, int64_t k0, int64_t kb, int mr, float* a_pack) {
+  const int64_t* col = A.col + k0;
+  for (int64_t s = 0; s < mb; s += mr) {
+    const int64_t rows = std::min<int64_t>(mr, mb - s);
+    float* sliver = a_pack + s * kb;
+    if (A.unit_row) {  // a column of the sliver is contiguous: copy it
+      for (int64_t k = 0; k < kb; ++k) {
+        std::memcpy(sliver + k * mr, A.p + col[k] + A.row[i0 + s], sizeof(float) * rows);
+        for (int64_t r = rows; r < mr; ++r) sliver[k * mr + r] = 0.f;
+      }
+      continue;
+    }
+#ifdef PYGAN_CPU_X86
+    alignas(64) int32_t rel[16];
+    if (isa != Isa::generic && relative_rows(A, i0 + s, rows, rel)) {
+      const float* base = A.p + A.row[i0 + s];
+      if (isa == Isa::avx512)
+        pack_sliver_avx512(base, col, kb, rel, rows, sliver);
+      else
+        pack_sliver_avx2(base, col, kb, rel, rows, sliver);
+      continue;
+    }
+#endif
+    for (int64_t k = 0; k < kb; ++k) {
+      const float* src = A.p + col[k];
+      int64_t r = 0;
+      for (; r < rows; ++r) sliver[k * mr + r] = src[A.row[i0 + s + r]];
+      for (; r < mr; ++r) sliver[k * mr + r] = 0.f;
+    }
+  }
+}
+
+// b_pack[s][k][j] = B(k0 + k, j0 + s*nr + j), zero past column n
+void pack_b(const Operand& B, int64_t k0, int64_t kb, int64_t j0, int64_t nb, int nr, int64_t s_begin, int64_t s_end,
+            float* b_pack) {
+  for (int64_t s = s_begin; s < s_end; ++s) {
+    const int64_t cols = std::min<int64_t>(nr, nb - s * nr);
+    const int64_t* col = B.col + j0 + s * nr;
+    const bool unit = B.unit_col;
+    for (int64_t k = 0; k < kb; ++k) {
+      const float* src = B.p + B.row[k0 + k];
+      float* dst = b_pack + s * nr * kb + k * nr;
+      if (unit && cols == nr) {
+        std::memcpy(dst, src + col[0], sizeof(float) * nr);
+        continue;
+      }
+      int64_t j = 0;
+      for (; j < cols; ++j) dst[j] = src[col[j]];
+      for (; j < nr; ++j) dst[j] = 0.f;
+    }
+  }
+}
+
+// C(i, j) (+)= tile for i < rows, j < cols
+inline void store_tile(const float* tile, int nr, int64_t rows, int64_t cols, float* c, int64_t rs, int64_t cs,
+                       bool accumulate) {
+  for (int64_t i = 0; i < rows; ++i) {
+    float* ci = c + i * rs;
+    const float* ti = tile + i * nr;
+    if (cs == 1) {
+      if (accumulate)
+        for (int64_t j = 0; j < cols; ++j) ci[j] += ti[j];
+      else
+        for (int64_t j = 0; j < cols; ++j) ci[j] = ti[j];
+    } else {
+      if (accumulate)
+        for (int64_t j = 0; j < cols; ++j) ci[j * cs] += ti[j];
+      else
+        for (int64_t j = 0; j < cols; ++j) ci[j * cs] = ti[j];
+    }
+  }
+}
+
+// One MC x NC block of C over one KC slice, A's block packed here, B's slice already packed.
+void block(const KernelInfo& ki, const Operand& A, int64_t i0, int64_t mb, int64_t k0, int64_t kb, const float* b_pack,
+           int64_t j0, int64_t s_begin, int64_t s_end, int64_t nb, float* c, int64_t rs, int64_t cs, bool accumulate,
+           float* a_pack) {
+  alignas(64) float tile[14 * 32];
+  pack_a(ki.isa, A, i0, mb, k0, kb, ki.mr, a_pack);
+  for (int64_t s = s_begin; s < s_end; ++s) {
+    const int64_t cols = std::min<int64_t>(ki.nr, nb - s * ki.nr);
+    const float* bs = b_pack + s * ki.nr * kb;
+    for (int64_t r = 0; r < mb; r += ki.mr) {
+      const int64_t rows = std::min<int64_t>(ki.mr, mb - r);
+      ki.fn(kb, a_pack + r * kb, bs, tile);
+      store_tile(tile, ki.nr, rows, cols, c + (i0 + r) * rs + (j0 + s * ki.nr) * cs, rs, cs, accumulate);
+    }
+  }
+}
+
+void gemm_oriented(const KernelInfo& ki, int64_t m, int64_t n, int64_t k, const Operand& A, const Operand& B, float* c,
+                   int64_t rs, int64_t cs, bool accumulate, int threads);
+
+}  // namespace
+
+Isa best_isa() {
+#ifdef PYGAN_CPU_X86
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) return Isa::avx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::avx2;
+#endif
+  return Isa::generic;
+}
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::avx512: return "avx512";
+    case Isa::avx2: return "avx2";
+    default: return "generic";
+  }
+}
+
+bool isa_supported(Isa isa) {
+  if (isa == Isa::generic) return true;
+  const Isa best = best_isa();
+  return best == Isa::avx512 || best == isa;
+}
+
+void gemm(Isa isa, int64_t m, int64_t n, int64_t k, const Operand& A, const Operand& B, float* c, int64_t rs,
+          int64_t cs, bool accumulate, int threads) {
+  if (m <= 0 || n <= 0) return;
+  {
+    const KernelInfo ki = kernel_for(isa);
+    auto up = [](int64_t v, int64_t to) { return (v + to - 1) / to * to; };
+    // C^T's tiles are stored with a stride between columns (a cache line per element): flip for a
+    // large saving, or for any saving when C is small (a weight gradient with n = 16, say)
+    const int64_t flipped = up(n, ki.mr) * up(m, ki.nr), plain = up(m, ki.mr) * up(n, ki.nr);
+    if (5 * flipped < 4 * plain || (flipped < plain && m * n <= 65536))
+      return gemm_oriented(ki, n, m, k, B.transposed(), A.transposed(), c, cs, rs, accumulate, threads);
+    return gemm_oriented(ki, m, n, k, A, B, c, rs, cs, accumulate, threads);
+  }
+}
+
+namespace {
+void gemm_oriented(const KernelInfo& ki, int64_t m, int64_t n, int64_t k, const Operand& A, const Operand& B, float* c,
+                   int64_t rs, int64_t cs, bool accumulate, int threads) {
+  if (k <= 0) {
+    if (!accumulate)
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < n; ++j) c[i * rs + j * cs] = 0.f;
+    return;
+  }
+  threads = std::max(1, threads);
+  static thread_local AlignedBuffer b_buf;
+  const int64_t nc_max = std::min<int64_t>(ki.nc, (n + ki.nr - 1) / ki.nr * ki.nr);
+  float* b_pack = b_buf.get(static_cast<size_t>(nc_max * KC));
+  const int64_t row_blocks = (m + ki.mc - 1) / ki.mc;
+  for (int64_t j0 = 0; j0 < n; j0 += ki.nc) {
+    const int64_t nb = std::min<int64_t>(ki.nc, n - j0);
+    const int64_t slivers = (nb + ki.nr - 1) / ki.nr;
+    // few row blocks: split the column slivers between threads too
+    const int64_t col_chunks = row_blocks >= 2 * threads ? 1 : std::min<int64_t>(threads, slivers);
+    const int64_t tasks = row_blocks * col_chunks;
+    for (int64_t k0 = 0; k0 < k; k0 += KC) {
+      const int64_t kb = std::min<int64_t>(KC, k - k0);
+      const bool acc = accumulate || k0 > 0;
+#ifdef _OPENMP
+      const int team = static_cast<int>(std::min<int64_t>(threads, std::max<int64_t>(tasks, slivers)));
+#pragma omp parallel num_threads(team) if (team > 1)
+#endif
+      {
+        int tid = 0, nt = 1;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+        nt = omp_get_num_threads();
+#endif
+        pack_b(B, k0, kb, j0, nb, ki.nr, slivers * tid / nt, slivers * (tid + 1) / nt, b_pack);
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+        static thread_local AlignedBuffer a_buf;
+        float* a_pack = a_buf.get(static_cast<size_t>(ki.mc * KC));
+        for (int64_t t = tid; t < tasks; t += nt) {
+          const int64_t rb = t / col_chunks, cc = t % col_chunks;
+          const int64_t i0 = rb * ki.mc, mb = std::min<int64_t>(ki.mc, m - i0);
+          block(ki, A, i0, mb, k0, kb, b_pack, j0, slivers * cc / col_chunks, slivers * (cc + 1) / col_chunks, nb, c,
+                rs, cs, acc, a_pack);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+}  // namespace pygan_cpu

@@ -1,0 +1,94 @@
+// The NCHW <-> NHWC copies around the convolutions' GEMMs. pygan's op contract is NCHW; the GEMMs
+// want channels innermost (NHWC), so each convolution moves its input to a padded NHWC image and
+// its NHWC result back. Both are a 2-D transpose per image (or per image row); numpy does them as
+// strided element copies, here AVX-512 moves 16 x 16 blocks through registers (simd.h) and other
+// CPUs take 16 x 16 blocks element by element (the blocking keeps both sides in cache).
+#include "layout.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "simd.h"
+
+namespace pygan_cpu {
+namespace {
+
+void transpose_generic(const float* src, int64_t srs, float* dst, int64_t drs, int64_t rows, int64_t cols) {
+  constexpr int64_t B = 16;
+  for (int64_t i0 = 0; i0 < rows; i0 += B)
+    for (int64_t j0 = 0; j0 < cols; j0 += B) {
+      const int64_t i1 = std::min(rows, i0 + B), j1 = std::min(cols, j0 + B);
+      for (int64_t j = j0; j < j1; ++j)
+        for (int64_t i = i0; i < i1; ++i) dst[j * drs + i] = src[i * srs + j];
+    }
+}
+
+#ifdef PYGAN_CPU_X86
+__attribute__((target("avx512f"))) void transpose_avx512(const float* src, int64_t srs, float* dst, int64_t drs,
+                                                          int64_t rows, int64_t cols) {
+  for (int64_t i0 = 0; i0 < rows; i0 += 16) {
+    const int64_t r = std::min<int64_t>(16, rows - i0);
+    const __mmask16 rmask = static_cast<__mmask16>((1u << r) - 1);
+    for (int64_t j0 = 0; j0 < cols; j0 += 16) {
+      const int64_t c = std::min<int64_t>(16, cols - j0);
+      const __mmask16 cmask = static_cast<__mmask16>((1u << c) - 1);
+      __m512 v[16];
+      for (int i = 0; i < 16; ++i)
+        v[i] = i < r ? _mm512_maskz_loadu_ps(cmask, src + (i0 + i) * srs + j0) : _mm512_setzero_ps();
+      transpose16(v);
+      for (int j = 0; j < c; ++j) _mm512_mask_storeu_ps(dst + (j0 + j) * drs + i0, rmask, v[j]);
+    }
+  }
+}
+#endif
+
+}  // namespace
+
+void transpose(Isa isa, const float* src, int64_t src_rs, float* dst, int64_t dst_rs, int64_t rows, int64_t cols) {
+#ifdef PYGAN_CPU_X86
+  if (isa == Isa::avx512) return transpose_avx512(src, src_rs, dst, dst_rs, rows, cols);
+#endif
+  (void)isa;
+  transpose_generic(src, src_rs, dst, dst_rs, rows, cols);
+}
+
+void nchw_to_nhwc(Isa isa, const float* x, int64_t n, int64_t c, int64_t h, int64_t w, int64_t ph, int64_t pw, float* out,
+                  int threads) {
+  const int64_t hp = h + 2 * ph, wp = w + 2 * pw;
+  (void)threads;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) if (threads > 1 && n > 1)
+#endif
+  for (int64_t b = 0; b < n; ++b) {
+    float* img = out + b * hp * wp * c;
+    if (ph) {
+      std::memset(img, 0, sizeof(float) * ph * wp * c);
+      std::memset(img + (ph + h) * wp * c, 0, sizeof(float) * ph * wp * c);
+    }
+    for (int64_t y = 0; y < h; ++y) {
+      float* row = img + (ph + y) * wp * c;
+      if (pw) {
+        std::memset(row, 0, sizeof(float) * pw * c);
+        std::memset(row + (pw + w) * c, 0, sizeof(float) * pw * c);
+      }
+      // x[b, :, y, :] is (C x W) with rows H*W apart; its transpose is (W x C) at row + pw*C
+      transpose(isa, x + b * c * h * w + y * w, h * w, row + pw * c, c, c, w);
+    }
+  }
+}
+
+void nhwc_to_nchw(Isa isa, const float* ym, int64_t n, int64_t p, int64_t o, const float* bias, float* out, int threads) {
+  (void)threads;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) if (threads > 1 && n > 1)
+#endif
+  for (int64_t b = 0; b < n; ++b) {
+    float* img = out + b * o * p;
+    transpose(isa, ym + b * p * o, o, img, p, p, o);
+    if (bias)
+      for (int64_t k = 0; k < o; ++k)
+        for (int64_t q = 0; q < p; ++q) img[k * p + q] += bias[k];
+  }
+}
+
+}  // namespace pygan_cpu
