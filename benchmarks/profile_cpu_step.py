@@ -39,6 +39,7 @@ PHASE_OF = {
     "GEMM (BLAS)": "GEMM",
     "GEMM": "GEMM",
     "conv GEMM, implicit im2col": "GEMM",
+    "conv input grad, no col2im": "GEMM",
     "GEMM + output reorder": "GEMM",
     "im2col": "im2col/col2im",
     "col2im": "im2col/col2im",
@@ -99,6 +100,7 @@ def instrument(prof):
         cpu._gemm.implicit = True
         cpu._gemm.conv_forward = prof.wrap("conv GEMM, implicit im2col", gemm.conv_forward)
         cpu._gemm.conv_weight_grad = prof.wrap("conv GEMM, implicit im2col", gemm.conv_weight_grad)
+        cpu._gemm.conv_backward_data = prof.wrap("conv input grad, no col2im", gemm.conv_backward_data)
     else:
         cpu._gemm = prof.wrap("GEMM (BLAS)", gemm)
     for mod, attr, label in (

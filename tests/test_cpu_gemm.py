@@ -206,3 +206,63 @@ def test_layout_bad_input_names_the_argument(call, words):
     with pytest.raises(ValueError) as info:
         call()
     assert words in str(info.value), str(info.value)
+
+
+# -- the input gradient by parity classes (no col2im) -----------------------------------------------
+
+from pygan.ops import reference as R  # noqa: E402
+
+grad_cases = st.tuples(
+    st.integers(1, 3), st.integers(1, 40), st.integers(1, 9), st.integers(1, 9),  # n, c, h, w
+    st.integers(1, 20), st.integers(1, 5), st.integers(1, 5),  # o, kh, kw
+    st.integers(1, 3), st.integers(1, 3), st.integers(0, 2), st.integers(0, 2),  # stride, padding
+)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@given(case=grad_cases, threads=st.integers(1, 3), seed=st.integers(0, 2**32 - 1))
+@settings(**SETTINGS)
+def test_conv_backward_data_matches_the_reference(isa, case, threads, seed):
+    """Every geometry, kernels smaller than the stride (classes with no taps: zeros) included."""
+    n, c, h, w, o, kh, kw, sh, sw, ph, pw = case
+    if kh > h + 2 * ph or kw > w + 2 * pw:
+        return
+    rng = np.random.default_rng(seed)
+    x_shape = (n, c, h, w)
+    wt = f32(rng, (o, c, kh, kw))
+    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    dy = f32(rng, (n, o, oh, ow))
+    out = np.full(x_shape, np.nan, np.float32)
+    _cpu.conv_backward_data(dy, wt, out, (sh, sw), (ph, pw), threads=threads, isa=isa)
+    want = R.conv2d_backward_data(dy.astype(np.float64), wt.astype(np.float64), x_shape, (sh, sw), (ph, pw))
+    check(out, want, o * kh * kw, f"{isa} {case}")
+
+
+def test_conv_backward_data_dcgan_layer_in_chunks():
+    """A 64-image 32x32x64 gradient: processed a few images at a time (the cache-sized chunks)."""
+    rng = np.random.default_rng(3)
+    wt, dy = f32(rng, (128, 64, 4, 4)), f32(rng, (64, 128, 16, 16))
+    out = np.full((64, 64, 32, 32), np.nan, np.float32)
+    _cpu.conv_backward_data(dy, wt, out, (2, 2), (1, 1), threads=2)
+    want = R.conv2d_backward_data(dy.astype(np.float64), wt.astype(np.float64), out.shape, (2, 2), (1, 1))
+    check(out, want, 128 * 16, "dcgan layer")
+
+
+@pytest.mark.parametrize(
+    "call, words",
+    [
+        (lambda: _cpu.conv_backward_data(np.ones((1, 2, 3, 3), np.float32), np.ones((3, 1, 2, 2), np.float32),
+                                         np.empty((1, 1, 4, 4), np.float32), (1, 1), (0, 0)), "w must be (O, C, kh, kw)"),
+        (lambda: _cpu.conv_backward_data(np.ones((1, 2, 2, 2), np.float32), np.ones((2, 1, 2, 2), np.float32),
+                                         np.empty((1, 1, 4, 4), np.float32), (1, 1), (0, 0)),
+         "is not the output of a convolution"),
+        (lambda: _cpu.conv_backward_data(np.ones((1, 2, 3, 3), np.float32), np.ones((2, 1, 2, 2), np.float32),
+                                         np.empty((1, 1, 4, 4), np.float32), (0, 1), (0, 0)), "stride must be positive"),
+        (lambda: _cpu.conv_backward_data(np.ones((2, 2, 3, 3), np.float32), np.ones((2, 1, 2, 2), np.float32),
+                                         np.empty((1, 1, 4, 4), np.float32), (1, 1), (0, 0)), "dy must have out's batch"),
+    ],
+)
+def test_conv_backward_data_bad_input_names_the_argument(call, words):
+    with pytest.raises(ValueError) as info:
+        call()
+    assert words in str(info.value), str(info.value)

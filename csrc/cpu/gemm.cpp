@@ -147,21 +147,24 @@ bool relative_rows(const Operand& A, int64_t r0, int64_t rows, int32_t* rel) {
 }
 
 #ifdef PYGAN_CPU_X86
-// 16 columns k..k+15 of up to 14 rows at once where they are contiguous in every row: 14 loads, a
-// 16 x 16 register transpose, 16 stores; elsewhere one gather per k.
+// Up to 16 columns k.. of up to 14 rows at once where they are contiguous in every row: 14 loads,
+// a 16 x 16 register transpose, 16 stores; elsewhere one gather per k.
 __attribute__((target("avx512f"))) void pack_sliver_avx512(const float* base, const int64_t* col, int64_t kb,
                                                             const int32_t* rel, int64_t rows, float* dst) {
   const __m512i idx = _mm512_loadu_si512(rel);
   const __mmask16 live = static_cast<__mmask16>((1u << rows) - 1), store = 0x3fff;  // mr = 14
   int64_t k = 0;
   while (k < kb) {
-    if (k + 16 <= kb && col[k + 15] - col[k] == 15) {
+    int64_t run = 1;  // columns k.. contiguous in every row (up to 16): a 3-channel patch row has 12
+    while (run < 16 && k + run < kb && col[k + run] == col[k] + run) ++run;
+    if (run >= 4) {
+      const __mmask16 part = static_cast<__mmask16>((1u << run) - 1);
       __m512 r[16];
       const float* p = base + col[k];
-      for (int i = 0; i < 16; ++i) r[i] = i < rows ? _mm512_loadu_ps(p + rel[i]) : _mm512_setzero_ps();
+      for (int i = 0; i < 16; ++i) r[i] = i < rows ? _mm512_maskz_loadu_ps(part, p + rel[i]) : _mm512_setzero_ps();
       transpose16(r);
-      for (int i = 0; i < 16; ++i) _mm512_mask_storeu_ps(dst + (k + i) * 14, store, r[i]);
-      k += 16;
+      for (int i = 0; i < run; ++i) _mm512_mask_storeu_ps(dst + (k + i) * 14, store, r[i]);
+      k += run;
     } else {
       _mm512_mask_storeu_ps(dst + k * 14, store, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live, idx, base + col[k], 4));
       ++k;
@@ -169,15 +172,29 @@ __attribute__((target("avx512f"))) void pack_sliver_avx512(const float* base, co
   }
 }
 
+// mr = 6: 8 columns at once by an 8 x 8 register transpose (rows 6 and 7 zero) where they are
+// contiguous, else one gather per k. Each column is stored as 8 floats whose last 2 the next
+// column overwrites (AMD's masked stores are slow); the buffer has room for the last one's.
 __attribute__((target("avx2,fma"))) void pack_sliver_avx2(const float* base, const int64_t* col, int64_t kb,
                                                           const int32_t* rel, int64_t rows, float* dst) {
   const __m256i idx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rel));
   alignas(32) int32_t lanes[8];
   for (int r = 0; r < 8; ++r) lanes[r] = r < rows ? -1 : 0;
   const __m256 live = _mm256_castsi256_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(lanes)));
-  const __m256i store = _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, 0, 0);  // mr = 6
-  for (int64_t k = 0; k < kb; ++k)
-    _mm256_maskstore_ps(dst + k * 6, store, _mm256_mask_i32gather_ps(_mm256_setzero_ps(), base + col[k], idx, live, 4));
+  int64_t k = 0;
+  while (k < kb) {
+    if (k + 8 <= kb && col[k + 7] - col[k] == 7) {
+      __m256 r[8];
+      const float* p = base + col[k];
+      for (int i = 0; i < 8; ++i) r[i] = i < rows ? _mm256_loadu_ps(p + rel[i]) : _mm256_setzero_ps();
+      transpose8(r);
+      for (int i = 0; i < 8; ++i) _mm256_storeu_ps(dst + (k + i) * 6, r[i]);
+      k += 8;
+    } else {
+      _mm256_storeu_ps(dst + k * 6, _mm256_mask_i32gather_ps(_mm256_setzero_ps(), base + col[k], idx, live, 4));
+      ++k;
+    }
+  }
 }
 #endif
 
@@ -187,9 +204,13 @@ void pack_a(Isa isa, const Operand& A, int64_t i0, int64_t mb, int64_t k0, int64
     const int64_t rows = std::min<int64_t>(mr, mb - s);
     float* sliver = a_pack + s * kb;
     if (A.unit_row) {  // a column of the sliver is contiguous: copy it
-      for (int64_t k = 0; k < kb; ++k) {
-        std::memcpy(sliver + k * mr, A.p + col[k] + A.row[i0 + s], sizeof(float) * rows);
-        for (int64_t r = rows; r < mr; ++r) sliver[k * mr + r] = 0.f;
+      const float* src = A.p + A.row[i0 + s];
+      for (int64_t k = 0; k < kb; ++k) {  // a loop, not memcpy: a call per 24 or 56 bytes cost more
+        float* dst = sliver + k * mr;
+        const float* from = src + col[k];
+        int64_t r = 0;
+        for (; r < rows; ++r) dst[r] = from[r];
+        for (; r < mr; ++r) dst[r] = 0.f;
       }
       continue;
     }
@@ -219,26 +240,35 @@ void pack_b(const Operand& B, int64_t k0, int64_t kb, int64_t j0, int64_t nb, in
   for (int64_t s = s_begin; s < s_end; ++s) {
     const int64_t cols = std::min<int64_t>(nr, nb - s * nr);
     const int64_t* col = B.col + j0 + s * nr;
-    const bool unit = B.unit_col;
+    // The sliver's columns as runs contiguous in every row (a patch matrix has runs of kw*C
+    // floats), each copied by a loop (a memcpy call per 64 or 128 bytes cost more).
+    int64_t run_start[32], run_len[32], runs = 0;
+    for (int64_t j = 0; j < cols;) {
+      int64_t len = 1;
+      while (j + len < cols && (B.unit_col || col[j + len] == col[j] + len)) ++len;
+      run_start[runs] = j;
+      run_len[runs++] = len;
+      j += len;
+    }
     for (int64_t k = 0; k < kb; ++k) {
       const float* src = B.p + B.row[k0 + k];
       float* dst = b_pack + s * nr * kb + k * nr;
-      if (unit && cols == nr) {
-        std::memcpy(dst, src + col[0], sizeof(float) * nr);
-        continue;
+      for (int64_t r = 0; r < runs; ++r) {
+        const float* from = src + col[run_start[r]];
+        float* to = dst + run_start[r];
+        for (int64_t j = 0; j < run_len[r]; ++j) to[j] = from[j];
       }
-      int64_t j = 0;
-      for (; j < cols; ++j) dst[j] = src[col[j]];
-      for (; j < nr; ++j) dst[j] = 0.f;
+      for (int64_t j = cols; j < nr; ++j) dst[j] = 0.f;
     }
   }
 }
 
-// C(i, j) (+)= tile for i < rows, j < cols
-inline void store_tile(const float* tile, int nr, int64_t rows, int64_t cols, float* c, int64_t rs, int64_t cs,
+// C(i0 + i, j0 + j) (+)= tile for i < rows, j < cols
+inline void store_tile(const float* tile, int nr, int64_t rows, int64_t cols, const Out& C, int64_t i0, int64_t j0,
                        bool accumulate) {
+  const int64_t cs = C.cs;
   for (int64_t i = 0; i < rows; ++i) {
-    float* ci = c + i * rs;
+    float* ci = C.c + C.row_offset(i0 + i) + j0 * cs;
     const float* ti = tile + i * nr;
     if (cs == 1) {
       if (accumulate)
@@ -256,8 +286,7 @@ inline void store_tile(const float* tile, int nr, int64_t rows, int64_t cols, fl
 
 // One MC x NC block of C over one KC slice, A's block packed here, B's slice already packed.
 void block(const KernelInfo& ki, const Operand& A, int64_t i0, int64_t mb, int64_t k0, int64_t kb, const float* b_pack,
-           int64_t j0, int64_t s_begin, int64_t s_end, int64_t nb, float* c, int64_t rs, int64_t cs, bool accumulate,
-           float* a_pack) {
+           int64_t j0, int64_t s_begin, int64_t s_end, int64_t nb, const Out& C, bool accumulate, float* a_pack) {
   alignas(64) float tile[14 * 32];
   pack_a(ki.isa, A, i0, mb, k0, kb, ki.mr, a_pack);
   for (int64_t s = s_begin; s < s_end; ++s) {
@@ -266,13 +295,13 @@ void block(const KernelInfo& ki, const Operand& A, int64_t i0, int64_t mb, int64
     for (int64_t r = 0; r < mb; r += ki.mr) {
       const int64_t rows = std::min<int64_t>(ki.mr, mb - r);
       ki.fn(kb, a_pack + r * kb, bs, tile);
-      store_tile(tile, ki.nr, rows, cols, c + (i0 + r) * rs + (j0 + s * ki.nr) * cs, rs, cs, accumulate);
+      store_tile(tile, ki.nr, rows, cols, C, i0 + r, j0 + s * ki.nr, accumulate);
     }
   }
 }
 
-void gemm_oriented(const KernelInfo& ki, int64_t m, int64_t n, int64_t k, const Operand& A, const Operand& B, float* c,
-                   int64_t rs, int64_t cs, bool accumulate, int threads);
+void gemm_oriented(const KernelInfo& ki, int64_t m, int64_t n, int64_t k, const Operand& A, const Operand& B,
+                   const Out& C, bool accumulate, int threads);
 
 }  // namespace
 
@@ -299,8 +328,8 @@ bool isa_supported(Isa isa) {
   return best == Isa::avx512 || best == isa;
 }
 
-void gemm(Isa isa, int64_t m, int64_t n, int64_t k, const Operand& A, const Operand& B, float* c, int64_t rs,
-          int64_t cs, bool accumulate, int threads) {
+void gemm(Isa isa, int64_t m, int64_t n, int64_t k, const Operand& A, const Operand& B, const Out& C, bool accumulate,
+          int threads) {
   if (m <= 0 || n <= 0) return;
   {
     const KernelInfo ki = kernel_for(isa);
@@ -308,19 +337,20 @@ void gemm(Isa isa, int64_t m, int64_t n, int64_t k, const Operand& A, const Oper
     // C^T's tiles are stored with a stride between columns (a cache line per element): flip for a
     // large saving, or for any saving when C is small (a weight gradient with n = 16, say)
     const int64_t flipped = up(n, ki.mr) * up(m, ki.nr), plain = up(m, ki.mr) * up(n, ki.nr);
-    if (5 * flipped < 4 * plain || (flipped < plain && m * n <= 65536))
-      return gemm_oriented(ki, n, m, k, B.transposed(), A.transposed(), c, cs, rs, accumulate, threads);
-    return gemm_oriented(ki, m, n, k, A, B, c, rs, cs, accumulate, threads);
+    if (!C.row && (5 * flipped < 4 * plain || (flipped < plain && m * n <= 65536)))
+      return gemm_oriented(ki, n, m, k, B.transposed(), A.transposed(), Out{C.c, C.cs, C.rs, nullptr}, accumulate,
+                           threads);
+    return gemm_oriented(ki, m, n, k, A, B, C, accumulate, threads);
   }
 }
 
 namespace {
-void gemm_oriented(const KernelInfo& ki, int64_t m, int64_t n, int64_t k, const Operand& A, const Operand& B, float* c,
-                   int64_t rs, int64_t cs, bool accumulate, int threads) {
+void gemm_oriented(const KernelInfo& ki, int64_t m, int64_t n, int64_t k, const Operand& A, const Operand& B,
+                   const Out& C, bool accumulate, int threads) {
   if (k <= 0) {
     if (!accumulate)
       for (int64_t i = 0; i < m; ++i)
-        for (int64_t j = 0; j < n; ++j) c[i * rs + j * cs] = 0.f;
+        for (int64_t j = 0; j < n; ++j) C.c[C.row_offset(i) + j * C.cs] = 0.f;
     return;
   }
   threads = std::max(1, threads);
@@ -352,12 +382,12 @@ void gemm_oriented(const KernelInfo& ki, int64_t m, int64_t n, int64_t k, const 
 #pragma omp barrier
 #endif
         static thread_local AlignedBuffer a_buf;
-        float* a_pack = a_buf.get(static_cast<size_t>(ki.mc * KC));
+        float* a_pack = a_buf.get(static_cast<size_t>(ki.mc * KC + 16));  // + the AVX2 pack's overhang
         for (int64_t t = tid; t < tasks; t += nt) {
           const int64_t rb = t / col_chunks, cc = t % col_chunks;
           const int64_t i0 = rb * ki.mc, mb = std::min<int64_t>(ki.mc, m - i0);
-          block(ki, A, i0, mb, k0, kb, b_pack, j0, slivers * cc / col_chunks, slivers * (cc + 1) / col_chunks, nb, c,
-                rs, cs, acc, a_pack);
+          block(ki, A, i0, mb, k0, kb, b_pack, j0, slivers * cc / col_chunks, slivers * (cc + 1) / col_chunks, nb, C,
+                acc, a_pack);
         }
       }
     }

@@ -20,9 +20,18 @@ Isa best_isa();                 // the widest micro-kernel this CPU runs
 bool isa_supported(Isa isa);    // whether this CPU runs isa's micro-kernel
 const char* isa_name(Isa isa);  // "generic", "avx2", "avx512"
 
-// C (m x n, element (i, j) at c[i * rs + j * cs]) = A (m x k) B (k x n), or += when accumulate.
-// Computes C^T = B^T A^T instead when that pads the tiles much less (say n = 1 or n = 16).
-void gemm(Isa isa, int64_t m, int64_t n, int64_t k, const Operand& A, const Operand& B, float* c, int64_t rs,
-          int64_t cs, bool accumulate, int threads);
+// The output: element (i, j) at c[i * rs + j * cs], or at c[row[i] + j * cs] when row is given
+// (rows scattered through an image, as one parity class of a transposed convolution's output).
+struct Out {
+  float* c;
+  int64_t rs, cs;
+  const int64_t* row;
+  int64_t row_offset(int64_t i) const { return row ? row[i] : i * rs; }
+};
+
+// C (m x n) = A (m x k) B (k x n), or += when accumulate. Computes C^T = B^T A^T instead when that
+// pads the tiles much less (say n = 1 or n = 16) and C has no row table.
+void gemm(Isa isa, int64_t m, int64_t n, int64_t k, const Operand& A, const Operand& B, const Out& C, bool accumulate,
+          int threads);
 
 }  // namespace pygan_cpu

@@ -8,6 +8,8 @@
 // and the layout moves around them (csrc/cpu/layout.cpp):
 //   nchw_to_nhwc(x, out, padding)   out (N, H + 2ph, W + 2pw, C) = x (N, C, H, W), zero border
 //   nhwc_to_nchw(ym, out, bias)     out (N, O, OH, OW) = ym (N*OH*OW, O) (+ bias)
+// and a convolution's input gradient without col2im (csrc/cpu/conv.cpp), NCHW in and out:
+//   conv_backward_data(dy, w, out, stride, padding)   out = conv2d_backward_data(dy, w)
 // Every argument is checked here (float32, C-contiguous, shapes, outputs writable and apart from
 // the inputs); bad input raises ValueError naming the argument. The GIL is released while it runs.
 #include <pybind11/numpy.h>
@@ -18,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "conv.h"
 #include "gemm.h"
 #include "layout.h"
 
@@ -102,7 +105,7 @@ Patches patches(const std::string& op, const Array& xpad, int64_t kh, int64_t kw
 
 void run(Isa isa, int64_t m, int64_t n, int64_t k, const Operand& a, const Operand& b, float* c, bool accumulate, int threads) {
   py::gil_scoped_release release;
-  pygan_cpu::gemm(isa, m, n, k, a, b, c, n, 1, accumulate, threads);
+  pygan_cpu::gemm(isa, m, n, k, a, b, pygan_cpu::Out{c, n, 1, nullptr}, accumulate, threads);
 }
 
 void gemm(const Array& a, const Array& b, Array out, bool trans_a, bool trans_b, bool accumulate, int threads,
@@ -214,6 +217,33 @@ void nhwc_to_nchw(const Array& ym, Array out, const std::optional<Array>& bias, 
   pygan_cpu::nhwc_to_nchw(isa, src, n, p, o, b, dst, threads);
 }
 
+void conv_backward_data(const Array& dy, const Array& w, Array out, std::pair<int64_t, int64_t> stride,
+                        std::pair<int64_t, int64_t> padding, int threads, const std::string& isa_name) {
+  const std::string op = "conv_backward_data";
+  check_array(op, "dy", dy, 4, false);
+  check_array(op, "w", w, 4, false);
+  check_array(op, "out", out, 4, true);
+  const Isa isa = isa_arg(op, isa_name);
+  pygan_cpu::ConvGeometry g{out.shape(0), out.shape(1), out.shape(2), out.shape(3), dy.shape(1), dy.shape(2), dy.shape(3),
+                            w.shape(2), w.shape(3), stride.first, stride.second, padding.first, padding.second};
+  if (g.sh < 1 || g.sw < 1) fail(op, "stride", "must be positive, got (" + std::to_string(g.sh) + ", " + std::to_string(g.sw) + ")");
+  if (g.ph < 0 || g.pw < 0) fail(op, "padding", "must be >= 0, got (" + std::to_string(g.ph) + ", " + std::to_string(g.pw) + ")");
+  if (w.shape(0) != g.o || w.shape(1) != g.c)
+    fail(op, "w", "must be (O, C, kh, kw) with O = " + std::to_string(g.o) + " (dy's channels) and C = " +
+                      std::to_string(g.c) + " (out's), got " + shape_str(w));
+  if (dy.shape(0) != g.n) fail(op, "dy", "must have out's batch size " + std::to_string(g.n) + ", got " + shape_str(dy));
+  const int64_t span_h = g.h + 2 * g.ph - g.kh, span_w = g.w + 2 * g.pw - g.kw;
+  if (g.kh < 1 || g.kw < 1 || span_h < 0 || span_w < 0 || span_h / g.sh + 1 != g.oh || span_w / g.sw + 1 != g.ow)
+    fail(op, "dy", shape_str(dy) + " is not the output of a convolution of out " + shape_str(out) + " by w " +
+                       shape_str(w) + " with that stride and padding");
+  check_apart(op, out, {{"dy", &dy}, {"w", &w}});
+  const float* dyp = static_cast<const float*>(dy.data());
+  const float* wp = static_cast<const float*>(w.data());
+  float* dx = static_cast<float*>(out.mutable_data());
+  py::gil_scoped_release release;
+  pygan_cpu::conv_backward_data(isa, g, dyp, wp, dx, threads);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_cpu, m) {
@@ -235,6 +265,8 @@ PYBIND11_MODULE(_cpu, m) {
         py::arg("isa") = "");
   m.def("nchw_to_nhwc", &nchw_to_nhwc, py::arg("x"), py::arg("out"), py::arg("padding") = std::make_pair(0, 0),
         py::arg("threads") = 1, py::arg("isa") = "");
+  m.def("conv_backward_data", &conv_backward_data, py::arg("dy"), py::arg("w"), py::arg("out"), py::arg("stride"),
+        py::arg("padding"), py::arg("threads") = 1, py::arg("isa") = "");
   m.def("nhwc_to_nchw", &nhwc_to_nchw, py::arg("ym"), py::arg("out"), py::arg("bias") = py::none(),
         py::arg("threads") = 1, py::arg("isa") = "");
 }

@@ -261,6 +261,18 @@ def _col2im(dcols, x_shape, kh, kw, oh, ow, stride, padding):
     return dx
 
 
+def _input_grad(dy, w, x_shape, stride, padding, dym=None):
+    """conv2d_backward_data: with pygan's GEMM by parity classes, gathering (no col2im); else the
+    reference's GEMM + col2im (dym: dy's NHWC matrix when the caller has it)."""
+    if _implicit() and x_shape[1] >= 32:  # fewer input channels waste most of each 32-wide tile
+        dx = _empty(tuple(x_shape), dy.dtype)
+        _gemm.conv_backward_data(_c(dy), _c(w), dx, stride, padding)
+        return dx
+    if dym is None:
+        dym = _nhwc("dym", dy)
+    return _backward_data_from_matrix(dym, w, x_shape, dy.shape[2], dy.shape[3], stride, padding)
+
+
 def _backward_data_from_matrix(dym, w, x_shape, oh, ow, stride, padding):
     kh, kw = w.shape[2:]
     wk = _weight_matrix(w)
@@ -293,7 +305,7 @@ def conv2d_backward(x, w, dy, stride, padding, has_bias):
     stride, padding = _pair(stride), _pair(padding)
     oh, ow = dy.shape[2:]
     dym = _nhwc("dym", dy)
-    dx = _backward_data_from_matrix(dym, w, x.shape, oh, ow, stride, padding)
+    dx = _input_grad(dy, w, x.shape, stride, padding, dym)
     dw = _conv_weight_grad(_padded_nhwc(x, padding), dym, w.shape, stride, oh, ow)
     return dx, dw, _bias_grad(dy, has_bias)
 
@@ -302,9 +314,7 @@ def conv2d_backward(x, w, dy, stride, padding, has_bias):
 def conv2d_backward_data(dy, w, x_shape, stride, padding):
     if not _fast(dy):
         return _ref.conv2d_backward_data(dy, w, x_shape, stride, padding)
-    stride, padding = _pair(stride), _pair(padding)
-    oh, ow = dy.shape[2:]
-    return _backward_data_from_matrix(_nhwc("dym", dy), w, tuple(int(s) for s in x_shape), oh, ow, stride, padding)
+    return _input_grad(dy, w, tuple(int(s) for s in x_shape), _pair(stride), _pair(padding))
 
 
 @_guarded(_ref.conv2d_backward_weight)
@@ -329,7 +339,7 @@ def conv_transpose2d_forward(x, w, b, stride, padding, output_padding):
     _, cout, kh, kw = w.shape
     y_shape = (n, cout, (h - 1) * stride[0] - 2 * padding[0] + kh + output_padding[0],
                (wd - 1) * stride[1] - 2 * padding[1] + kw + output_padding[1])
-    y = _backward_data_from_matrix(_nhwc("dym", x), w, y_shape, h, wd, stride, padding)
+    y = _input_grad(x, w, y_shape, stride, padding)
     if b is not None:
         y += b.reshape(-1, 1, 1)
     return y

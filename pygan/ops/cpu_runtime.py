@@ -233,8 +233,8 @@ def _native_gemm_module():
 
 class Gemm:
     """out = op(a) @ op(b) for C-ordered 2-D float arrays (op: transpose when the flag is set), and
-    the convolutions' GEMMs with the im2col done while packing (conv_forward, conv_weight_grad;
-    only where `implicit` is true).
+    the convolutions' GEMMs with the im2col done while packing (conv_forward, conv_weight_grad)
+    and the input gradient without col2im (conv_backward_data); those only where `implicit` is.
 
     PYGAN_CPU_GEMM picks the library: pygan (csrc/cpu, the default where it is built and the CPU
     has AVX2 or AVX-512), openblas (scipy's), numpy (matmul)."""
@@ -307,6 +307,11 @@ class Gemm:
     def conv_forward(self, xpad, wk, out, kernel, stride, out_hw):
         """out (N*OH*OW, O) = cols(xpad) wk^T: xpad an (N, Hp, Wp, C) padded NHWC image."""
         self.native.conv_forward(xpad, wk, out, kernel, stride, out_hw, threads=self.threads)
+        return out
+
+    def conv_backward_data(self, dy, w, out, stride, padding):
+        """out (N, C, H, W) = conv2d_backward_data(dy, w) by parity classes (no col2im)."""
+        self.native.conv_backward_data(dy, w, out, stride, padding, threads=self.threads)
         return out
 
     def conv_weight_grad(self, dym, xpad, out, kernel, stride, out_hw):
