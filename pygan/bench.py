@@ -46,11 +46,13 @@ def _pygan_step_fn(image_size, nc, batch, device):
     return step
 
 
-def _torch_step_fn(image_size, nc, batch, device):
+def torch_dcgan(image_size, nc, device="cpu"):
+    """PyTorch's DCGAN with pygan's architecture and initialisation (convs N(0, 0.02), BatchNorm
+    gamma N(1, 0.02), beta 0; D ends in a logit): (G, D) as torch.nn.Sequential, for the benchmarks
+    that compare the two libraries on the same model."""
     import torch
     import torch.nn as tnn
 
-    torch.manual_seed(0)
     n = int(np.log2(image_size)) - 2
     mult = 2 ** (n - 1)
     g_layers = [tnn.ConvTranspose2d(100, 64 * mult, 4, 1, 0, bias=False), tnn.BatchNorm2d(64 * mult), tnn.ReLU(True)]
@@ -66,6 +68,23 @@ def _torch_step_fn(image_size, nc, batch, device):
     d_layers += [tnn.Conv2d(64 * mult, 1, 4, 1, 0, bias=False)]
     dev = torch.device("cuda" if device == "cuda" else "cpu")
     G, D = tnn.Sequential(*g_layers).to(dev), tnn.Sequential(*d_layers).to(dev)
+    with torch.no_grad():
+        for m in list(G.modules()) + list(D.modules()):
+            if isinstance(m, (tnn.Conv2d, tnn.ConvTranspose2d)):
+                m.weight.normal_(0.0, 0.02)
+            elif isinstance(m, tnn.BatchNorm2d):
+                m.weight.normal_(1.0, 0.02)
+                m.bias.zero_()
+    return G, D
+
+
+def _torch_step_fn(image_size, nc, batch, device):
+    import torch
+    import torch.nn as tnn
+
+    torch.manual_seed(0)
+    dev = torch.device("cuda" if device == "cuda" else "cpu")
+    G, D = torch_dcgan(image_size, nc, device)
     optG = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     optD = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
     real = torch.rand(batch, nc, image_size, image_size, device=dev) * 2 - 1

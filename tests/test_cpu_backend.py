@@ -49,14 +49,28 @@ def poisoned(monkeypatch):
     cpu._local.ws = {}
 
 
-@pytest.fixture(params=["pygan", "openblas"])
+def _native_isas():
+    try:
+        from pygan import _cpu
+    except ImportError:
+        return []
+    return [isa for isa in ("avx512", "avx2") if isa in _cpu.supported_isas()]
+
+
+@pytest.fixture(params=["pygan", "pygan-avx2", "openblas"])
 def conv_gemm(request, monkeypatch):
     """The convolutions on each GEMM: pygan's own (pygan._cpu, which gathers the patches while
-    packing, run on 2 threads here) and scipy's OpenBLAS (explicit im2col)."""
-    monkeypatch.setenv("PYGAN_CPU_GEMM", request.param)
-    gemm = cpu_runtime.Gemm()
-    if request.param == "pygan" and not gemm.implicit:
+    packing, run on 2 threads here) with its widest micro-kernel and with the AVX2 one, and scipy's
+    OpenBLAS (explicit im2col)."""
+    gemm_name, _, isa = request.param.partition("-")
+    if gemm_name == "pygan" and not _native_isas():
         pytest.skip("pygan._cpu is not built or has no micro-kernel for this CPU")
+    if isa and isa not in _native_isas():
+        pytest.skip(f"this CPU has no {isa}")
+    monkeypatch.setenv("PYGAN_CPU_GEMM", gemm_name)
+    monkeypatch.setenv("PYGAN_CPU_ISA", isa)
+    gemm = cpu_runtime.Gemm()
+    assert gemm.implicit == (gemm_name == "pygan")
     gemm.threads = 2
     cpu.setup()
     monkeypatch.setattr(cpu, "_gemm", gemm)
@@ -363,6 +377,32 @@ def test_thread_policy(monkeypatch, env, load, expected):
     monkeypatch.setattr(cpu_runtime, "available_cores", lambda: 2)
     monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
     assert cpu_runtime.thread_counts()[:2] == expected
+
+
+def test_gemm_choice_from_the_environment(monkeypatch):
+    """PYGAN_CPU_GEMM: pygan's own by default where built, openblas and numpy on request, anything
+    else a clear error; PYGAN_CPU_ISA checked against what the CPU runs."""
+    monkeypatch.setenv("PYGAN_CPU_ISA", "")
+    monkeypatch.delenv("PYGAN_CPU_GEMM", raising=False)
+    gemm = cpu_runtime.Gemm()
+    assert gemm.implicit == bool(_native_isas())
+    if gemm.implicit:
+        assert gemm.isa == _native_isas()[0] and gemm.name.startswith("pygan GEMM")
+    monkeypatch.setenv("PYGAN_CPU_GEMM", "openblas")
+    gemm = cpu_runtime.Gemm()
+    assert not gemm.implicit and gemm.fblas is not None and "OpenBLAS" in gemm.name
+    monkeypatch.setenv("PYGAN_CPU_GEMM", "numpy")
+    assert cpu_runtime.Gemm().name.startswith("numpy matmul")
+    monkeypatch.setenv("PYGAN_CPU_GEMM", "mkl")
+    with pytest.raises(ValueError, match="PYGAN_CPU_GEMM must be one of pygan, openblas, numpy"):
+        cpu_runtime.Gemm()
+    if _native_isas():
+        monkeypatch.setenv("PYGAN_CPU_GEMM", "pygan")
+        monkeypatch.setenv("PYGAN_CPU_ISA", "sse2")
+        with pytest.raises(ValueError, match="PYGAN_CPU_ISA must be one of avx512, avx2, generic"):
+            cpu_runtime.Gemm()
+        monkeypatch.setenv("PYGAN_CPU_ISA", "generic")
+        assert cpu_runtime.Gemm().isa == "generic"
 
 
 def test_gemm_matches_numpy(rng):

@@ -137,6 +137,7 @@ SQ = np.ones((4, 4), np.float32)
         (lambda: _cpu.gemm(A, B.T.copy(), np.empty((4, 3), np.float32)), "b has 3 rows"),
         (lambda: _cpu.gemm(A, B, np.empty(12, np.float32)), "out must be 2-D"),
         (lambda: _cpu.gemm(A, B, np.empty((4, 3), np.float32), isa="sse9"), "isa must be"),
+        (lambda: _cpu.gemm(A, B, np.empty((4, 3), np.float32), threads=0), "threads must be >= 1"),
         (lambda: _cpu.gemm(SQ, np.ones((4, 4), np.float32), SQ), "out must not overlap a"),
         (lambda: _cpu.conv_forward(np.ones((1, 4, 4), np.float32), np.ones((2, 4), np.float32),
                                    np.empty((1, 2), np.float32), (2, 2), (1, 1), (3, 3)), "xpad must be 4-D"),

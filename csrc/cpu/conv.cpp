@@ -10,10 +10,9 @@
 #include "conv.h"
 
 #include <algorithm>
-#include <cstdlib>
-#include <new>
 #include <vector>
 
+#include "buffer.h"
 #include "layout.h"
 
 namespace pygan_cpu {
@@ -36,21 +35,6 @@ ClassTaps class_taps(int64_t a, int64_t k, int64_t s, int64_t p, int64_t size) {
   return t;
 }
 
-struct Scratch {
-  float* p = nullptr;
-  size_t n = 0;
-  float* get(size_t size) {
-    if (size > n) {
-      std::free(p);
-      n = size;
-      p = static_cast<float*>(std::aligned_alloc(64, ((n * sizeof(float) + 63) / 64) * 64));
-      if (!p) throw std::bad_alloc();
-    }
-    return p;
-  }
-  ~Scratch() { std::free(p); }
-};
-
 }  // namespace
 
 void conv_backward_data(Isa isa, const ConvGeometry& g, const float* dy, const float* w, float* dx, int threads) {
@@ -69,7 +53,7 @@ void conv_backward_data(Isa isa, const ConvGeometry& g, const float* dy, const f
 
   // w (O, C, kh, kw) reordered to (kh, kw, O, C) once, so B's rows (tap, o) are contiguous over c
   // (gathering w's elements kh*kw apart for every class cost about a third of the GEMMs' time)
-  static thread_local Scratch w_buf, dy_buf, dx_buf;
+  static thread_local AlignedBuffer w_buf, dy_buf, dx_buf;
   float* wr = w_buf.get(static_cast<size_t>(g.kh * g.kw * g.o * g.c));
   for (int64_t o = 0; o < g.o; ++o)
     transpose(isa, w + o * g.c * g.kh * g.kw, g.kh * g.kw, wr + o * g.c, g.o * g.c, g.c, g.kh * g.kw);

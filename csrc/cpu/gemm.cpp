@@ -18,6 +18,8 @@
 // caller passes the count (pygan/ops/cpu_runtime.py's policy). The order of the K summation does
 // not depend on the thread count, so results are the same for any number of threads.
 #include "gemm.h"
+
+#include "buffer.h"
 #include "simd.h"
 
 #include <algorithm>
@@ -35,21 +37,6 @@ namespace pygan_cpu {
 namespace {
 
 constexpr int64_t KC = 256;
-
-struct AlignedBuffer {
-  float* p = nullptr;
-  size_t n = 0;
-  float* get(size_t size) {
-    if (size > n) {
-      std::free(p);
-      n = size;
-      p = static_cast<float*>(std::aligned_alloc(64, ((n * sizeof(float) + 63) / 64) * 64));
-      if (!p) throw std::bad_alloc();
-    }
-    return p;
-  }
-  ~AlignedBuffer() { std::free(p); }
-};
 
 // ---- micro-kernels: tile[MR x NR] = sum over k < kc of a[k][0..MR) outer b[k][0..NR) -------------
 
@@ -354,9 +341,12 @@ void gemm_oriented(const KernelInfo& ki, int64_t m, int64_t n, int64_t k, const 
     return;
   }
   threads = std::max(1, threads);
-  static thread_local AlignedBuffer b_buf;
+  // every buffer before any OpenMP region (an allocation failure must not throw inside one)
+  static thread_local AlignedBuffer b_buf, a_buf;
   const int64_t nc_max = std::min<int64_t>(ki.nc, (n + ki.nr - 1) / ki.nr * ki.nr);
   float* b_pack = b_buf.get(static_cast<size_t>(nc_max * KC));
+  const int64_t a_stride = ki.mc * KC + 16;  // + the AVX2 pack's overhang
+  float* a_packs = a_buf.get(static_cast<size_t>(a_stride * threads));
   const int64_t row_blocks = (m + ki.mc - 1) / ki.mc;
   for (int64_t j0 = 0; j0 < n; j0 += ki.nc) {
     const int64_t nb = std::min<int64_t>(ki.nc, n - j0);
@@ -381,8 +371,7 @@ void gemm_oriented(const KernelInfo& ki, int64_t m, int64_t n, int64_t k, const 
 #ifdef _OPENMP
 #pragma omp barrier
 #endif
-        static thread_local AlignedBuffer a_buf;
-        float* a_pack = a_buf.get(static_cast<size_t>(ki.mc * KC + 16));  // + the AVX2 pack's overhang
+        float* a_pack = a_packs + a_stride * tid;
         for (int64_t t = tid; t < tasks; t += nt) {
           const int64_t rb = t / col_chunks, cc = t % col_chunks;
           const int64_t i0 = rb * ki.mc, mb = std::min<int64_t>(ki.mc, m - i0);

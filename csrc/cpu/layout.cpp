@@ -7,9 +7,12 @@
 
 #include <algorithm>
 #include <cstring>
-#include <vector>
 
+#include "buffer.h"
 #include "simd.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 namespace pygan_cpu {
 namespace {
@@ -77,7 +80,10 @@ void transpose(Isa isa, const float* src, int64_t src_rs, float* dst, int64_t ds
 void nchw_to_nhwc(Isa isa, const float* x, int64_t n, int64_t c, int64_t h, int64_t w, int64_t ph, int64_t pw, float* out,
                   int threads) {
   const int64_t hp = h + 2 * ph, wp = w + 2 * pw;
-  (void)threads;
+  // a scratch image per thread for the padded case, allocated here (not inside the OpenMP region,
+  // where a failed allocation could not be reported)
+  static thread_local AlignedBuffer scratch_buf;
+  float* scratches = pw ? scratch_buf.get(static_cast<size_t>(h * w * c * threads)) : nullptr;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) if (threads > 1 && n > 1)
 #endif
@@ -89,13 +95,16 @@ void nchw_to_nhwc(Isa isa, const float* x, int64_t n, int64_t c, int64_t h, int6
     } else {
       // one transpose of the whole image into a scratch (DCGAN's images are 4-32 pixels wide, too
       // narrow for row-by-row blocks), then a copy per row into place
-      static thread_local std::vector<float> scratch;
-      scratch.resize(static_cast<size_t>(h * w * c));
-      transpose(isa, src, h * w, scratch.data(), c, c, h * w);
+      int tid = 0;
+#ifdef _OPENMP
+      tid = omp_get_thread_num();
+#endif
+      float* scratch = scratches + h * w * c * tid;
+      transpose(isa, src, h * w, scratch, c, c, h * w);
       for (int64_t y = 0; y < h; ++y) {
         float* row = img + (ph + y) * wp * c;
         std::memset(row, 0, sizeof(float) * pw * c);
-        std::memcpy(row + pw * c, scratch.data() + y * w * c, sizeof(float) * w * c);
+        std::memcpy(row + pw * c, scratch + y * w * c, sizeof(float) * w * c);
         std::memset(row + (pw + w) * c, 0, sizeof(float) * pw * c);
       }
     }
@@ -107,7 +116,6 @@ void nchw_to_nhwc(Isa isa, const float* x, int64_t n, int64_t c, int64_t h, int6
 }
 
 void nhwc_to_nchw(Isa isa, const float* ym, int64_t n, int64_t p, int64_t o, const float* bias, float* out, int threads) {
-  (void)threads;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) if (threads > 1 && n > 1)
 #endif

@@ -69,6 +69,11 @@ Isa isa_arg(const std::string& op, const std::string& name) {
   fail(op, "isa", "must be 'generic', 'avx2', 'avx512' or '' (the best), got '" + name + "'");
 }
 
+int threads_arg(const std::string& op, int threads) {
+  if (threads < 1) fail(op, "threads", "must be >= 1, got " + std::to_string(threads));
+  return threads;
+}
+
 std::vector<int64_t> arange(int64_t n, int64_t step) {
   std::vector<int64_t> v(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) v[static_cast<size_t>(i)] = i * step;
@@ -115,6 +120,7 @@ void gemm(const Array& a, const Array& b, Array out, bool trans_a, bool trans_b,
   check_array(op, "b", b, 2, false);
   check_array(op, "out", out, 2, true);
   const Isa isa = isa_arg(op, isa_name);
+  threads = threads_arg(op, threads);
   const int64_t m = trans_a ? a.shape(1) : a.shape(0), k = trans_a ? a.shape(0) : a.shape(1);
   const int64_t kb = trans_b ? b.shape(1) : b.shape(0), n = trans_b ? b.shape(0) : b.shape(1);
   if (kb != k) fail(op, "b", "has " + std::to_string(kb) + " rows (after trans_b) where op(a) " + shape_str(a) + " has " + std::to_string(k) + " columns");
@@ -130,50 +136,58 @@ void gemm(const Array& a, const Array& b, Array out, bool trans_a, bool trans_b,
   run(isa, m, n, k, A, B, static_cast<float*>(out.mutable_data()), accumulate, threads);
 }
 
-void check_conv_image(const std::string& op, const Array& xpad) { check_array(op, "xpad", xpad, 4, false); }
+// What conv_forward and conv_weight_grad share: their arrays checked (xpad an image, the other
+// operand `name` and out matrices), the micro-kernel, the threads, and xpad's patch tables.
+struct ConvCall {
+  Isa isa;
+  int threads;
+  Patches p;
+  int64_t m, k;  // patch rows (N*OH*OW) and columns (kh*kw*C)
+};
+
+ConvCall conv_call(const std::string& op, const Array& xpad, const std::string& name, const Array& other,
+                   const Array& out, std::pair<int64_t, int64_t> kernel, std::pair<int64_t, int64_t> stride,
+                   std::pair<int64_t, int64_t> out_hw, int threads, const std::string& isa_name) {
+  check_array(op, "xpad", xpad, 4, false);
+  check_array(op, name, other, 2, false);
+  check_array(op, "out", out, 2, true);
+  ConvCall call{isa_arg(op, isa_name), threads_arg(op, threads),
+                patches(op, xpad, kernel.first, kernel.second, stride.first, stride.second, out_hw.first, out_hw.second),
+                0, 0};
+  call.m = static_cast<int64_t>(call.p.row.size());
+  call.k = static_cast<int64_t>(call.p.col.size());
+  check_apart(op, out, {{"xpad", &xpad}, {name.c_str(), &other}});
+  return call;
+}
 
 void conv_forward(const Array& xpad, const Array& wk, Array out, std::pair<int64_t, int64_t> kernel,
                   std::pair<int64_t, int64_t> stride, std::pair<int64_t, int64_t> out_hw, int threads,
                   const std::string& isa_name) {
   const std::string op = "conv_forward";
-  check_conv_image(op, xpad);
-  check_array(op, "wk", wk, 2, false);
-  check_array(op, "out", out, 2, true);
-  const Isa isa = isa_arg(op, isa_name);
-  const auto [kh, kw] = kernel;
-  const auto [oh, ow] = out_hw;
-  const Patches p = patches(op, xpad, kh, kw, stride.first, stride.second, oh, ow);
-  const int64_t m = static_cast<int64_t>(p.row.size()), k = static_cast<int64_t>(p.col.size()), o = wk.shape(0);
-  if (wk.shape(1) != k) fail(op, "wk", "must have kh*kw*C = " + std::to_string(k) + " columns, got " + shape_str(wk));
-  if (out.shape(0) != m || out.shape(1) != o)
-    fail(op, "out", "must be (N*OH*OW, O) = (" + std::to_string(m) + ", " + std::to_string(o) + "), got " + shape_str(out));
-  check_apart(op, out, {{"xpad", &xpad}, {"wk", &wk}});
-  const auto wr = arange(k, 1), wc = arange(o, k);  // wk^T(p, o) = wk[o*k + p]
-  const Operand A{static_cast<const float*>(xpad.data()), p.row.data(), p.col.data(), false, false};
+  const ConvCall c = conv_call(op, xpad, "wk", wk, out, kernel, stride, out_hw, threads, isa_name);
+  const int64_t o = wk.shape(0);
+  if (wk.shape(1) != c.k) fail(op, "wk", "must have kh*kw*C = " + std::to_string(c.k) + " columns, got " + shape_str(wk));
+  if (out.shape(0) != c.m || out.shape(1) != o)
+    fail(op, "out", "must be (N*OH*OW, O) = (" + std::to_string(c.m) + ", " + std::to_string(o) + "), got " + shape_str(out));
+  const auto wr = arange(c.k, 1), wc = arange(o, c.k);  // wk^T(p, o) = wk[o*k + p]
+  const Operand A{static_cast<const float*>(xpad.data()), c.p.row.data(), c.p.col.data(), false, false};
   const Operand B{static_cast<const float*>(wk.data()), wr.data(), wc.data(), true, false};
-  run(isa, m, o, k, A, B, static_cast<float*>(out.mutable_data()), false, threads);
+  run(c.isa, c.m, o, c.k, A, B, static_cast<float*>(out.mutable_data()), false, c.threads);
 }
 
 void conv_weight_grad(const Array& dym, const Array& xpad, Array out, std::pair<int64_t, int64_t> kernel,
                       std::pair<int64_t, int64_t> stride, std::pair<int64_t, int64_t> out_hw, bool accumulate,
                       int threads, const std::string& isa_name) {
   const std::string op = "conv_weight_grad";
-  check_array(op, "dym", dym, 2, false);
-  check_conv_image(op, xpad);
-  check_array(op, "out", out, 2, true);
-  const Isa isa = isa_arg(op, isa_name);
-  const auto [kh, kw] = kernel;
-  const auto [oh, ow] = out_hw;
-  const Patches p = patches(op, xpad, kh, kw, stride.first, stride.second, oh, ow);
-  const int64_t m = static_cast<int64_t>(p.row.size()), k = static_cast<int64_t>(p.col.size()), o = dym.shape(1);
-  if (dym.shape(0) != m) fail(op, "dym", "must have N*OH*OW = " + std::to_string(m) + " rows, got " + shape_str(dym));
-  if (out.shape(0) != o || out.shape(1) != k)
-    fail(op, "out", "must be (O, kh*kw*C) = (" + std::to_string(o) + ", " + std::to_string(k) + "), got " + shape_str(out));
-  check_apart(op, out, {{"dym", &dym}, {"xpad", &xpad}});
-  const auto dr = arange(o, 1), dc = arange(m, o);  // dym^T(o, q) = dym[q*o_count + o]
+  const ConvCall c = conv_call(op, xpad, "dym", dym, out, kernel, stride, out_hw, threads, isa_name);
+  const int64_t o = dym.shape(1);
+  if (dym.shape(0) != c.m) fail(op, "dym", "must have N*OH*OW = " + std::to_string(c.m) + " rows, got " + shape_str(dym));
+  if (out.shape(0) != o || out.shape(1) != c.k)
+    fail(op, "out", "must be (O, kh*kw*C) = (" + std::to_string(o) + ", " + std::to_string(c.k) + "), got " + shape_str(out));
+  const auto dr = arange(o, 1), dc = arange(c.m, o);  // dym^T(o, q) = dym[q*o_count + o]
   const Operand A{static_cast<const float*>(dym.data()), dr.data(), dc.data(), true, false};
-  const Operand B{static_cast<const float*>(xpad.data()), p.row.data(), p.col.data(), false, false};
-  run(isa, o, k, m, A, B, static_cast<float*>(out.mutable_data()), accumulate, threads);
+  const Operand B{static_cast<const float*>(xpad.data()), c.p.row.data(), c.p.col.data(), false, false};
+  run(c.isa, o, c.k, c.m, A, B, static_cast<float*>(out.mutable_data()), accumulate, c.threads);
 }
 
 void nchw_to_nhwc(const Array& x, Array out, std::pair<int64_t, int64_t> padding, int threads, const std::string& isa_name) {
@@ -181,6 +195,7 @@ void nchw_to_nhwc(const Array& x, Array out, std::pair<int64_t, int64_t> padding
   check_array(op, "x", x, 4, false);
   check_array(op, "out", out, 4, true);
   const Isa isa = isa_arg(op, isa_name);
+  threads = threads_arg(op, threads);
   const auto [ph, pw] = padding;
   if (ph < 0 || pw < 0) fail(op, "padding", "must be >= 0, got (" + std::to_string(ph) + ", " + std::to_string(pw) + ")");
   const int64_t n = x.shape(0), c = x.shape(1), h = x.shape(2), w = x.shape(3);
@@ -199,6 +214,7 @@ void nhwc_to_nchw(const Array& ym, Array out, const std::optional<Array>& bias, 
   check_array(op, "ym", ym, 2, false);
   check_array(op, "out", out, 4, true);
   const Isa isa = isa_arg(op, isa_name);
+  threads = threads_arg(op, threads);
   const int64_t n = out.shape(0), o = out.shape(1), p = out.shape(2) * out.shape(3);
   if (ym.shape(0) != n * p || ym.shape(1) != o)
     fail(op, "ym", "must be (N*OH*OW, O) = (" + std::to_string(n * p) + ", " + std::to_string(o) + ") for out " +
@@ -224,6 +240,7 @@ void conv_backward_data(const Array& dy, const Array& w, Array out, std::pair<in
   check_array(op, "w", w, 4, false);
   check_array(op, "out", out, 4, true);
   const Isa isa = isa_arg(op, isa_name);
+  threads = threads_arg(op, threads);
   pygan_cpu::ConvGeometry g{out.shape(0), out.shape(1), out.shape(2), out.shape(3), dy.shape(1), dy.shape(2), dy.shape(3),
                             w.shape(2), w.shape(3), stride.first, stride.second, padding.first, padding.second};
   if (g.sh < 1 || g.sw < 1) fail(op, "stride", "must be positive, got (" + std::to_string(g.sh) + ", " + std::to_string(g.sw) + ")");

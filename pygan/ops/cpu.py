@@ -166,16 +166,16 @@ def _out_size(size, k, s, p):
 
 
 def _native_layout():
-    """pygan._cpu and its thread count when its layout moves can serve float32 arrays, else None."""
+    """(pygan._cpu, threads, isa) when its layout moves serve the convolutions, else None."""
     gemm = getattr(_gemm, "__wrapped__", _gemm)  # a profiler may have wrapped it
     native = getattr(gemm, "native", None)
-    return None if native is None else (native, gemm.threads)
+    return None if native is None else (native, gemm.threads, gemm.isa)
 
 
 def _to_nhwc(a, out, padding=(0, 0)):
     native = _native_layout()
     if native is not None and a.dtype == np.float32:
-        native[0].nchw_to_nhwc(_c(a), out, padding, threads=native[1])
+        native[0].nchw_to_nhwc(_c(a), out, padding, threads=native[1], isa=native[2])
         return out
     (ph, pw), (h, w) = padding, a.shape[2:]
     if ph:
@@ -194,7 +194,7 @@ def _nchw(ym, b, n, oh, ow):
     if native is None or ym.dtype != np.float32 or (b is not None and b.dtype != np.float32):
         return _ref._nchw_from_matrix(ym, b, n, oh, ow, _empty)
     y = _empty((n, ym.shape[1], oh, ow), ym.dtype)
-    native[0].nhwc_to_nchw(ym, y, None if b is None else _c(b), threads=native[1])
+    native[0].nhwc_to_nchw(ym, y, None if b is None else _c(b), threads=native[1], isa=native[2])
     return y
 
 

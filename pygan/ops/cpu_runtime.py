@@ -220,15 +220,26 @@ def scipy_blas_handle():
 GEMM_CHOICES = ("pygan", "openblas", "numpy")
 
 
+ISA_CHOICES = ("avx512", "avx2", "generic")
+
+
 def _native_gemm_module():
-    """(pygan._cpu, "") when it is built and has a SIMD micro-kernel for this CPU, else (None, why)."""
+    """(pygan._cpu, isa, "") when it is built and has a SIMD micro-kernel for this CPU (or
+    PYGAN_CPU_ISA names one it supports), else (None, None, why)."""
     try:
         from .. import _cpu
     except ImportError as exc:
-        return None, f"pygan._cpu is not built ({exc})"
+        return None, None, f"pygan._cpu is not built ({exc})"
+    isa = os.environ.get("PYGAN_CPU_ISA", "").strip().lower()
+    if isa:
+        if isa not in ISA_CHOICES:
+            raise ValueError(f"PYGAN_CPU_ISA must be one of {', '.join(ISA_CHOICES)} (or unset), got {isa!r}")
+        if isa not in _cpu.supported_isas():
+            raise ValueError(f"PYGAN_CPU_ISA={isa}: this CPU runs only {', '.join(_cpu.supported_isas())}")
+        return _cpu, isa, ""
     if _cpu.best_isa() == "generic":
-        return None, "pygan._cpu has no AVX2/AVX-512 micro-kernel for this CPU"
-    return _cpu, ""
+        return None, None, "pygan._cpu has no AVX2/AVX-512 micro-kernel for this CPU"
+    return _cpu, _cpu.best_isa(), ""
 
 
 class Gemm:
@@ -237,11 +248,13 @@ class Gemm:
     and the input gradient without col2im (conv_backward_data); those only where `implicit` is.
 
     PYGAN_CPU_GEMM picks the library: pygan (csrc/cpu, the default where it is built and the CPU
-    has AVX2 or AVX-512), openblas (scipy's), numpy (matmul)."""
+    has AVX2 or AVX-512), openblas (scipy's), numpy (matmul). PYGAN_CPU_ISA=avx512|avx2|generic
+    picks pygan's micro-kernel (default: the widest the CPU runs), to measure or test another."""
 
     def __init__(self):
         self.fblas = None
         self.native = None
+        self.isa = None
         self.threads = 1
         self.note = ""
         choice = os.environ.get("PYGAN_CPU_GEMM", "").strip().lower()
@@ -253,7 +266,7 @@ class Gemm:
         if choice in ("", "pygan"):
             if thread_counts()[1] > 1:
                 _passive_openmp_waits()  # pygan._cpu brings libgomp, which reads it when it loads
-            self.native, why = _native_gemm_module()
+            self.native, self.isa, why = _native_gemm_module()
             if self.native is not None:
                 return
             if choice == "pygan":
@@ -275,7 +288,7 @@ class Gemm:
     @property
     def name(self):
         if self.native is not None:
-            return f"pygan GEMM (csrc/cpu, {self.native.best_isa()} micro-kernel)"
+            return f"pygan GEMM (csrc/cpu, {self.isa} micro-kernel)"
         pinned = " (OPENBLAS_CORETYPE set)" if os.environ.get("OPENBLAS_CORETYPE") else ""
         if self.fblas is None:
             core = _corename(numpy_blas())
@@ -291,7 +304,7 @@ class Gemm:
             out = np.empty((m, n), a.dtype)
         if (self.native is not None and a.dtype == b.dtype == out.dtype == np.float32
                 and a.flags.c_contiguous and b.flags.c_contiguous and out.flags.c_contiguous):
-            self.native.gemm(a, b, out, trans_a, trans_b, threads=self.threads)
+            self.native.gemm(a, b, out, trans_a, trans_b, threads=self.threads, isa=self.isa)
             return out
         if self.fblas is None or a.dtype != b.dtype or a.dtype not in (np.float32, np.float64):
             np.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
@@ -306,17 +319,17 @@ class Gemm:
 
     def conv_forward(self, xpad, wk, out, kernel, stride, out_hw):
         """out (N*OH*OW, O) = cols(xpad) wk^T: xpad an (N, Hp, Wp, C) padded NHWC image."""
-        self.native.conv_forward(xpad, wk, out, kernel, stride, out_hw, threads=self.threads)
+        self.native.conv_forward(xpad, wk, out, kernel, stride, out_hw, threads=self.threads, isa=self.isa)
         return out
 
     def conv_backward_data(self, dy, w, out, stride, padding):
         """out (N, C, H, W) = conv2d_backward_data(dy, w) by parity classes (no col2im)."""
-        self.native.conv_backward_data(dy, w, out, stride, padding, threads=self.threads)
+        self.native.conv_backward_data(dy, w, out, stride, padding, threads=self.threads, isa=self.isa)
         return out
 
     def conv_weight_grad(self, dym, xpad, out, kernel, stride, out_hw):
         """out (O, kh*kw*C) = dym^T cols(xpad)."""
-        self.native.conv_weight_grad(dym, xpad, out, kernel, stride, out_hw, threads=self.threads)
+        self.native.conv_weight_grad(dym, xpad, out, kernel, stride, out_hw, threads=self.threads, isa=self.isa)
         return out
 
 
