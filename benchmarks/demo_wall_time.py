@@ -91,6 +91,10 @@ def launch(which, niter, outf, threads):
 def finish(proc, t0, log, which):
     rc = proc.wait()
     seconds = time.perf_counter() - t0
+    return check(rc, log, which, seconds)
+
+
+def check(rc, log, which, seconds):
     log.close()
     if rc != 0:
         with open(log.name) as f:
@@ -119,10 +123,16 @@ def main():
     work = args.workdir or tempfile.mkdtemp(prefix="pygan-demo-")
     loads = [os.getloadavg()[0]]
     times = {}
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # what the runs get, for machine_description()
     if args.parallel:
         running = {w: launch(w, args.niter, os.path.join(work, w), args.threads) for w in ("pygan", "torch")}
-        for w, (proc, t0, log) in running.items():
-            times[w] = finish(proc, t0, log, w)
+        while running:  # each run's own end time: poll, do not wait on one while the other ends
+            for w, (proc, t0, log) in list(running.items()):
+                rc = proc.poll()
+                if rc is not None:
+                    times[w] = check(rc, log, w, time.perf_counter() - t0)
+                    del running[w]
+            time.sleep(0.2)
     else:
         for w in ("pygan", "torch"):
             times[w] = finish(*launch(w, args.niter, os.path.join(work, w), args.threads), w)

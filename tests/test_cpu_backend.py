@@ -570,10 +570,11 @@ def test_every_registry_op_is_reachable(monkeypatch, choice):
 
 @pytest.mark.parametrize("threads, preset, expected", [("2", None, "PASSIVE"), ("2", "ACTIVE", "ACTIVE"), ("1", None, None)])
 def test_more_than_one_thread_makes_openmp_waits_passive_unless_set(threads, preset, expected):
-    """With T > 1 the policy sets OMP_WAIT_POLICY=PASSIVE before numba's OpenMP pool starts (spinning
-    workers starved OpenBLAS's threads); a value the user set is kept; one thread changes nothing."""
+    """With T > 1 and the GEMMs on OpenBLAS the policy sets OMP_WAIT_POLICY=PASSIVE before numba's
+    OpenMP pool starts (spinning workers starved OpenBLAS's threads); a value the user set is kept;
+    one thread changes nothing; with pygan's GEMM (numba's own pool) it is never set."""
     code = ("import os; from pygan.ops import cpu_runtime\n"
-            "cpu_runtime.apply_thread_policy(with_numba=True)\n"
+            "cpu_runtime.apply_thread_policy(with_numba=True, openblas_gemm=True)\n"
             "print(os.environ.get('OMP_WAIT_POLICY'))\n")
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "PYGAN_NUM_THREADS")}
     env["OMP_NUM_THREADS"] = threads
@@ -581,3 +582,6 @@ def test_more_than_one_thread_makes_openmp_waits_passive_unless_set(threads, pre
         env["OMP_WAIT_POLICY"] = preset
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == str(expected)
+    own = code.replace("openblas_gemm=True", "openblas_gemm=False")
+    out = subprocess.run([sys.executable, "-c", own], env=env, capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == str(preset)

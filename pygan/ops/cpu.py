@@ -85,7 +85,7 @@ def setup():
 
     if _gemm is None:
         _gemm = cpu_runtime.Gemm()  # before the thread policy: it may load scipy's BLAS
-    policy = cpu_runtime.apply_thread_policy(with_numba=K is not None)
+    policy = cpu_runtime.apply_thread_policy(with_numba=K is not None, openblas_gemm=not _implicit())
     getattr(_gemm, "__wrapped__", _gemm).threads = policy["blas_threads"]
     hint = cpu_runtime.gemm_core_hint(_corename_of_gemm())
     return {"gemm": _gemm.name, **policy, "numba": None if K is None else __import__("numba").__version__,

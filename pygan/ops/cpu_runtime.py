@@ -18,8 +18,9 @@ Thread policy
     numba's OpenMP threading layer shares libgomp with other OpenMP users in the process (PyTorch):
     starting numba's pool sets the process's OpenMP default to the pool's size, so such a library
     should set its own count after pygan's backend is set up (pygan/bench.py does for PyTorch).
-    With T > 1, OMP_WAIT_POLICY is set to PASSIVE when the user has not set it (see
-    _passive_openmp_waits: spinning OpenMP workers starved the BLAS's threads).
+    With T > 1 and the GEMMs on OpenBLAS, OMP_WAIT_POLICY is set to PASSIVE when the user has not
+    set it (see _passive_openmp_waits: spinning OpenMP workers starved OpenBLAS's threads); pygan's
+    own GEMM shares numba's OpenMP pool and keeps the default waits.
 
 GEMM
     By default the convolutions' GEMMs run on pygan's own (csrc/cpu, module pygan._cpu): packed,
@@ -115,9 +116,11 @@ def thread_counts():
 _policy = None
 
 
-def apply_thread_policy(with_numba):
+def apply_thread_policy(with_numba, openblas_gemm=True):
     """Set the BLAS threads (numpy's and scipy's OpenBLAS) and, with_numba, numba's; once per
-    process (later calls only add numba's). Returns {"numba_threads", "blas_threads", "why"}."""
+    process (later calls only add numba's). openblas_gemm: whether the GEMMs run on OpenBLAS's own
+    thread pool (then numba's OpenMP workers must not spin; pygan's GEMM shares their pool).
+    Returns {"numba_threads", "blas_threads", "why"}."""
     global _policy
     if _policy is None:
         t, blas, why = thread_counts()
@@ -127,7 +130,7 @@ def apply_thread_policy(with_numba):
         _set_threads(scipy_blas_handle(), _policy["blas_threads"])
         _policy["_scipy"] = True
     if with_numba and _policy["numba_threads"] is None:
-        if _policy["_t"] > 1:
+        if _policy["_t"] > 1 and openblas_gemm:
             _passive_openmp_waits()  # before numba's OpenMP pool starts: its libgomp reads it then
         import numba
 
@@ -138,12 +141,15 @@ def apply_thread_policy(with_numba):
 
 
 def _passive_openmp_waits():
-    """OMP_WAIT_POLICY=PASSIVE unless the user set it. numba's kernels and OpenBLAS's GEMMs take turns
-    on the same cores; by default an OpenMP worker spins for a while after each parallel region,
-    so numba's idle threads kept the cores OpenBLAS needed: with 2 threads on 2 quiet cores a
-    1x32x32 step took 398 ms against 191 ms with one thread, and 134 ms with passive waits
-    (benchmarks/results/README.md). Read once, when an OpenMP runtime loads: a library that loaded
-    libgomp earlier in the process (PyTorch imported first) keeps its own setting."""
+    """OMP_WAIT_POLICY=PASSIVE unless the user set it, when the GEMMs run on OpenBLAS. numba's kernels
+    and OpenBLAS's GEMMs take turns on the same cores; by default an OpenMP worker spins for a
+    while after each parallel region, so numba's idle threads kept the cores OpenBLAS's own
+    threads needed: with 2 threads on 2 quiet cores a 1x32x32 step took 398 ms against 191 ms with
+    one thread, and 134 ms with passive waits (benchmarks/results/README.md). pygan's own GEMM
+    (pygan._cpu) runs on the same OpenMP pool as numba, so there nothing is starved and passive
+    waits only add a wake-up to every parallel region: the D+G step at 2 threads took 155 ms with
+    them and 113 ms without. Read once, when an OpenMP runtime loads: a library that loaded libgomp
+    earlier in the process (PyTorch imported first) keeps its own setting."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
@@ -264,8 +270,6 @@ class Gemm:
             self.note = "PYGAN_CPU_GEMM=numpy"
             return
         if choice in ("", "pygan"):
-            if thread_counts()[1] > 1:
-                _passive_openmp_waits()  # pygan._cpu brings libgomp, which reads it when it loads
             self.native, self.isa, why = _native_gemm_module()
             if self.native is not None:
                 return
