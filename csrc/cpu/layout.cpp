@@ -28,20 +28,30 @@ void transpose_generic(const float* src, int64_t srs, float* dst, int64_t drs, i
 }
 
 #ifdef PYGAN_CPU_X86
+__attribute__((target("avx512f"))) inline void block16(const float* src, int64_t srs, float* dst, int64_t drs,
+                                                        int64_t r, int64_t c) {
+  const __mmask16 rmask = static_cast<__mmask16>((1u << r) - 1), cmask = static_cast<__mmask16>((1u << c) - 1);
+  __m512 v[16];
+  for (int i = 0; i < 16; ++i) v[i] = i < r ? _mm512_maskz_loadu_ps(cmask, src + i * srs) : _mm512_setzero_ps();
+  transpose16(v);
+  for (int j = 0; j < c; ++j) _mm512_mask_storeu_ps(dst + j * drs, rmask, v[j]);
+}
+
 __attribute__((target("avx512f"))) void transpose_avx512(const float* src, int64_t srs, float* dst, int64_t drs,
                                                           int64_t rows, int64_t cols) {
-  for (int64_t i0 = 0; i0 < rows; i0 += 16) {
-    const int64_t r = std::min<int64_t>(16, rows - i0);
-    const __mmask16 rmask = static_cast<__mmask16>((1u << r) - 1);
-    for (int64_t j0 = 0; j0 < cols; j0 += 16) {
-      const int64_t c = std::min<int64_t>(16, cols - j0);
-      const __mmask16 cmask = static_cast<__mmask16>((1u << c) - 1);
-      __m512 v[16];
-      for (int i = 0; i < 16; ++i)
-        v[i] = i < r ? _mm512_maskz_loadu_ps(cmask, src + (i0 + i) * srs + j0) : _mm512_setzero_ps();
-      transpose16(v);
-      for (int j = 0; j < c; ++j) _mm512_mask_storeu_ps(dst + (j0 + j) * drs + i0, rmask, v[j]);
-    }
+  // The side with the longer rows keeps the same 16 rows through the inner loop (streams through
+  // them); the other order touched 16 new rows 4 KiB apart at every step, and a 1024-pixel image's
+  // transpose ran at half the speed.
+  if (drs >= srs) {
+    for (int64_t j0 = 0; j0 < cols; j0 += 16)
+      for (int64_t i0 = 0; i0 < rows; i0 += 16)
+        block16(src + i0 * srs + j0, srs, dst + j0 * drs + i0, drs, std::min<int64_t>(16, rows - i0),
+                std::min<int64_t>(16, cols - j0));
+  } else {
+    for (int64_t i0 = 0; i0 < rows; i0 += 16)
+      for (int64_t j0 = 0; j0 < cols; j0 += 16)
+        block16(src + i0 * srs + j0, srs, dst + j0 * drs + i0, drs, std::min<int64_t>(16, rows - i0),
+                std::min<int64_t>(16, cols - j0));
   }
 }
 
