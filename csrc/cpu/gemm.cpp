@@ -322,9 +322,11 @@ void gemm(Isa isa, int64_t m, int64_t n, int64_t k, const Operand& A, const Oper
     const KernelInfo ki = kernel_for(isa);
     auto up = [](int64_t v, int64_t to) { return (v + to - 1) / to * to; };
     // C^T's tiles are stored with a stride between columns (a cache line per element): flip for a
-    // large saving, or for any saving when C is small (a weight gradient with n = 16, say)
+    // large saving, or for any saving when C is small (a weight gradient with n = 16, say); and
+    // only when A^T, then packed as B, has contiguous runs: a patch matrix's rows do not (with
+    // one output channel, D's last layer, the flip made packing 5x the GEMM's time)
     const int64_t flipped = up(n, ki.mr) * up(m, ki.nr), plain = up(m, ki.mr) * up(n, ki.nr);
-    if (!C.row && (5 * flipped < 4 * plain || (flipped < plain && m * n <= 65536)))
+    if (!C.row && (A.unit_row || m * k <= 65536) && (5 * flipped < 4 * plain || (flipped < plain && m * n <= 65536)))
       return gemm_oriented(ki, n, m, k, B.transposed(), A.transposed(), Out{C.c, C.cs, C.rs, nullptr}, accumulate,
                            threads);
     return gemm_oriented(ki, m, n, k, A, B, C, accumulate, threads);

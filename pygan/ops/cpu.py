@@ -261,10 +261,21 @@ def _col2im(dcols, x_shape, kh, kw, oh, ow, stride, padding):
     return dx
 
 
+def _classes_pay(dy_shape, x_shape, stride):
+    """Whether the parity-class GEMMs beat GEMM + col2im: dx has at least 32 channels (fewer waste
+    most of each 32-wide tile), and the classes' taps mostly land inside dy (they cover dx's
+    pixels times the taps per class; dy's OH*OW*sh*sw against H*W is the fraction that is not
+    padding: 1 for DCGAN's stride-2 layers, 1/16 for G's first, 1x1 -> 4x4, which col2im serves
+    with no overlap at all)."""
+    oh, ow = dy_shape[2:]
+    h, w = x_shape[2:]
+    return x_shape[1] >= 32 and 4 * oh * ow * stride[0] * stride[1] >= 3 * h * w
+
+
 def _input_grad(dy, w, x_shape, stride, padding, dym=None):
     """conv2d_backward_data: with pygan's GEMM by parity classes, gathering (no col2im); else the
     reference's GEMM + col2im (dym: dy's NHWC matrix when the caller has it)."""
-    if _implicit() and x_shape[1] >= 32:  # fewer input channels waste most of each 32-wide tile
+    if _implicit() and _classes_pay(dy.shape, x_shape, stride):
         dx = _empty(tuple(x_shape), dy.dtype)
         _gemm.conv_backward_data(_c(dy), _c(w), dx, stride, padding)
         return dx
