@@ -30,8 +30,10 @@ struct Out {
 };
 
 // C (m x n) = A (m x k) B (k x n), or += when accumulate. Computes C^T = B^T A^T instead when that
-// pads the tiles much less (say n = 1 or n = 16) and C has no row table.
+// pads the tiles much less (say n = 1 or n = 16) and C has no row table. a_streams: A is read from
+// memory (a patch matrix of a large image), so keeping each row block's A in cache across the K
+// slices pays (gemm.cpp, "B resident").
 void gemm(Isa isa, int64_t m, int64_t n, int64_t k, const Operand& A, const Operand& B, const Out& C, bool accumulate,
-          int threads);
+          int threads, bool a_streams = false);
 
 }  // namespace pygan_cpu

@@ -108,9 +108,10 @@ Patches patches(const std::string& op, const Array& xpad, int64_t kh, int64_t kw
   return p;
 }
 
-void run(Isa isa, int64_t m, int64_t n, int64_t k, const Operand& a, const Operand& b, float* c, bool accumulate, int threads) {
+void run(Isa isa, int64_t m, int64_t n, int64_t k, const Operand& a, const Operand& b, float* c, bool accumulate, int threads,
+         bool a_streams = false) {
   py::gil_scoped_release release;
-  pygan_cpu::gemm(isa, m, n, k, a, b, pygan_cpu::Out{c, n, 1, nullptr}, accumulate, threads);
+  pygan_cpu::gemm(isa, m, n, k, a, b, pygan_cpu::Out{c, n, 1, nullptr}, accumulate, threads, a_streams);
 }
 
 void gemm(const Array& a, const Array& b, Array out, bool trans_a, bool trans_b, bool accumulate, int threads,
@@ -172,7 +173,7 @@ void conv_forward(const Array& xpad, const Array& wk, Array out, std::pair<int64
   const auto wr = arange(c.k, 1), wc = arange(o, c.k);  // wk^T(p, o) = wk[o*k + p]
   const Operand A{static_cast<const float*>(xpad.data()), c.p.row.data(), c.p.col.data(), false, false};
   const Operand B{static_cast<const float*>(wk.data()), wr.data(), wc.data(), true, false};
-  run(c.isa, c.m, o, c.k, A, B, static_cast<float*>(out.mutable_data()), false, c.threads);
+  run(c.isa, c.m, o, c.k, A, B, static_cast<float*>(out.mutable_data()), false, c.threads, /*a_streams=*/true);
 }
 
 void conv_weight_grad(const Array& dym, const Array& xpad, Array out, std::pair<int64_t, int64_t> kernel,
