@@ -16,10 +16,12 @@ BUILD_INPUTS := setup.py pyproject.toml CMakeLists.txt $(wildcard csrc/* csrc/em
 # The build options, and the compilers the build would find: a change also means a rebuild.
 BUILD_CONFIG = python=$$($(PYTHON) -c "import sys; print(sys.executable)" 2>/dev/null) nvcc=$$(command -v nvcc) \
   PYGAN_CPU_ONLY=$$PYGAN_CPU_ONLY PYGAN_CUDA_ARCH=$$PYGAN_CUDA_ARCH PYGAN_REQUIRE_CUDA=$$PYGAN_REQUIRE_CUDA \
-  PYGAN_BUILD_JOBS=$$PYGAN_BUILD_JOBS PYGAN_NO_EMULATION=$$PYGAN_NO_EMULATION CUDACXX=$$CUDACXX \
+  PYGAN_BUILD_JOBS=$$PYGAN_BUILD_JOBS PYGAN_NO_EMULATION=$$PYGAN_NO_EMULATION PYGAN_NO_CPU_GEMM=$$PYGAN_NO_CPU_GEMM \
+  CUDACXX=$$CUDACXX \
   CMAKE_ARGS=$$CMAKE_ARGS DEBUG=$$DEBUG
 comma := ,
-IMPORT_CHECK = import pygan._C, pygan._cpu$(if $(filter 1 on ON On true True TRUE yes Yes YES,$(strip $(PYGAN_NO_EMULATION))),,$(comma) pygan._emu)
+_on = $(filter 1 on ON On true True TRUE yes Yes YES,$(strip $(1)))
+IMPORT_CHECK = import pygan._C$(if $(call _on,$(PYGAN_NO_CPU_GEMM)),,$(comma) pygan._cpu)$(if $(call _on,$(PYGAN_NO_EMULATION)),,$(comma) pygan._emu)
 
 .PHONY: setup setup-check setup-data setup-cupy setup-mpi test demo clean
 
@@ -76,4 +78,4 @@ demo: setup
 clean:
 	rm -rf build *.egg-info .pytest_cache .hypothesis
 	find pygan tests -name '__pycache__' -type d -prune -exec rm -rf {} +
-	find pygan \( -name '_C*.so' -o -name '_emu*.so' \) -delete
+	find pygan \( -name '_C*.so' -o -name '_cpu*.so' -o -name '_emu*.so' \) -delete

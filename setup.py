@@ -6,6 +6,7 @@ Environment variables read at build time (see README, "Build options"):
   PYGAN_REQUIRE_CUDA=1  fail instead of building CPU-only when no CUDA compiler is found
   PYGAN_BUILD_JOBS=N    parallel build jobs (default: number of CPUs)
   PYGAN_NO_EMULATION=1  do not build pygan._emu (the host-emulation test module)
+  PYGAN_NO_CPU_GEMM=1   do not build pygan._cpu (the CPU backend's GEMM; it then uses OpenBLAS)
   CMAKE_ARGS="..."      extra arguments for the CMake configure step
 """
 
@@ -54,6 +55,7 @@ class CMakeBuild(build_ext):
             f"-DPYGAN_CPU_ONLY={'ON' if _env_flag('PYGAN_CPU_ONLY') else 'OFF'}",
             f"-DPYGAN_REQUIRE_CUDA={'ON' if _env_flag('PYGAN_REQUIRE_CUDA') else 'OFF'}",
             f"-DPYGAN_BUILD_EMULATION={'OFF' if _env_flag('PYGAN_NO_EMULATION') else 'ON'}",
+            f"-DPYGAN_BUILD_CPU={'OFF' if _env_flag('PYGAN_NO_CPU_GEMM') else 'ON'}",
         ]
         arch = os.environ.get("PYGAN_CUDA_ARCH", "").strip()
         # -U drops a value cached by an earlier build so CMakeLists.txt's default applies again.
@@ -89,7 +91,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["pygan", "pygan.*"]),
     package_data={"pygan": ["assets/*.safetensors", "assets/*.json"]},
-    ext_modules=[CMakeExtension("pygan._C"), CMakeExtension("pygan._cpu")]
+    ext_modules=[CMakeExtension("pygan._C")]
+    + ([] if _env_flag("PYGAN_NO_CPU_GEMM") else [CMakeExtension("pygan._cpu")])
     + ([] if _env_flag("PYGAN_NO_EMULATION") else [CMakeExtension("pygan._emu")]),
     cmdclass={"build_ext": CMakeBuild},
     install_requires=[

@@ -405,6 +405,19 @@ def test_gemm_choice_from_the_environment(monkeypatch):
         assert cpu_runtime.Gemm().isa == "generic"
 
 
+def test_without_pygans_gemm_the_blas_serves(monkeypatch, rng):
+    """A build without pygan._cpu (PYGAN_NO_CPU_GEMM=1) or a CPU without AVX2: OpenBLAS and the
+    explicit im2col, same answers."""
+    monkeypatch.delenv("PYGAN_CPU_GEMM", raising=False)
+    monkeypatch.setattr(cpu_runtime, "_native_gemm_module", lambda: (None, None, "pygan._cpu is not built (test)"))
+    gemm = cpu_runtime.Gemm()
+    assert not gemm.implicit and gemm.fblas is not None
+    cpu.setup()
+    monkeypatch.setattr(cpu, "_gemm", gemm)
+    x, wt = f32(rng, (2, 3, 8, 8)), f32(rng, (4, 3, 4, 4))
+    close(cpu.conv2d_forward(x, wt, None, 2, 1), R.conv2d_forward(d(x), d(wt), None, 2, 1), "conv2d on OpenBLAS")
+
+
 def test_gemm_matches_numpy(rng):
     gemm = cpu_runtime.Gemm()
     for ta in (False, True):

@@ -10,7 +10,10 @@
 // Structure (GotoBLAS / BLIS): for each NC-wide block of columns, for each KC-deep slice of K,
 // pack B's slice into NR-wide slivers; for each MC-tall block of rows, pack A's block into MR-tall
 // slivers (zero-padded at the edges); then a register-tiled micro-kernel computes each MR x NR tile
-// of C over the KC slice. Micro-kernels (chosen at run time from the CPU's features):
+// of C over the KC slice (or, "B resident", all of B's slices first and each row block through
+// every slice, when A streams from memory and B is small). Packing A is a transpose: with AVX-512
+// (AVX2) 16 (8) contiguous columns of the sliver's rows go through a register transpose, else one
+// gather per column. Micro-kernels (chosen at run time from the CPU's features):
 //   avx512: 14 x 32 tile, 28 zmm accumulators, A broadcast, two B vectors per k
 //   avx2:    6 x 16 tile, 12 ymm accumulators (Haswell and later, Zen)
 //   generic: 4 x 16 tile in plain C++ (what the compiler makes of it), any CPU
