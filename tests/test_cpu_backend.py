@@ -367,10 +367,12 @@ def test_compile_errors_are_not_swallowed_when_they_are_bugs(monkeypatch, rng):
         ({"OMP_NUM_THREADS": "1"}, 0.0, (1, 1)),
         ({"OPENBLAS_NUM_THREADS": "1"}, 0.0, (2, 1)),
         ({"PYGAN_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "1"}, 0.0, (2, 2)),
+        ({"OMPI_COMM_WORLD_LOCAL_SIZE": "2"}, 0.0, (1, 1)),  # two MPI ranks on a 2-core node: a core each
+        ({"SLURM_NTASKS_PER_NODE": "2", "OMP_NUM_THREADS": "2"}, 0.0, (2, 2)),  # the user's count wins
     ],
 )
 def test_thread_policy(monkeypatch, env, load, expected):
-    for name in ("PYGAN_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    for name in ("PYGAN_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS") + cpu_runtime._LOCAL_SIZE_ENV:
         monkeypatch.delenv(name, raising=False)
     for k, v in env.items():
         monkeypatch.setenv(k, v)

@@ -3,7 +3,8 @@
 Thread policy
     One number of threads, T, for numba's pool and for the BLAS (numpy's and scipy's OpenBLAS):
     PYGAN_NUM_THREADS when set, else OMP_NUM_THREADS when set, else the number of cores this
-    process may run on (os.sched_getaffinity), except that when the machine is already busy (the
+    process may run on (os.sched_getaffinity) divided among the processes an MPI or Slurm launch
+    put on this node (at least 1 each), except that when the machine is already busy (the
     1-minute load average, taken when the backend is first used, is at least that number of
     cores) T is 1. NUMBA_NUM_THREADS caps numba's pool (numba reads it at import) and
     OPENBLAS_NUM_THREADS, when set, is the BLAS's count instead of T.
@@ -100,6 +101,19 @@ def machine_busy(cores):
         return False
 
 
+# Processes on this node started by one launcher (Open MPI, MPICH/Hydra, Slurm): they share the cores.
+_LOCAL_SIZE_ENV = ("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE")
+
+
+def local_processes():
+    """How many processes of this launch share this node (1 outside an MPI or Slurm launch)."""
+    for name in _LOCAL_SIZE_ENV:
+        n = _env_int(name)
+        if n is not None:
+            return n
+    return 1
+
+
 def thread_counts():
     """(numba threads, BLAS threads, reason) under the policy above."""
     t = _env_int("PYGAN_NUM_THREADS") or _env_int("OMP_NUM_THREADS")
@@ -109,6 +123,9 @@ def thread_counts():
         cores = available_cores()
         busy = cores > 1 and machine_busy(cores)
         t, reason = (1, "machine busy (load average >= cores)") if busy else (cores, "cores")
+        ranks = local_processes()
+        if ranks > 1 and not busy:
+            t, reason = max(1, cores // ranks), f"cores / {ranks} processes on this node"
     blas = _env_int("OPENBLAS_NUM_THREADS") if _env_int("PYGAN_NUM_THREADS") is None else None
     return t, blas or t, reason
 
