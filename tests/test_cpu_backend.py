@@ -407,6 +407,18 @@ def test_gemm_choice_from_the_environment(monkeypatch):
         assert cpu_runtime.Gemm().isa == "generic"
 
 
+@pytest.mark.parametrize(
+    "dy_shape, x_shape, stride, classes",
+    [
+        ((64, 128, 8, 8), (64, 64, 16, 16), (2, 2), True),  # DCGAN's 4x4 stride-2 layers: every tap inside dy
+        ((64, 64, 32, 32), (64, 3, 64, 64), (2, 2), False),  # 3 channels: most of each tile wasted
+        ((64, 100, 1, 1), (64, 512, 4, 4), (1, 1), False),  # G's 1x1 -> 4x4: 15 of 16 taps on padding
+    ],
+)
+def test_which_input_gradient_path(dy_shape, x_shape, stride, classes):
+    assert cpu._classes_pay(dy_shape, x_shape, stride) is classes
+
+
 def test_without_pygans_gemm_the_blas_serves(monkeypatch, rng):
     """A build without pygan._cpu (PYGAN_NO_CPU_GEMM=1) or a CPU without AVX2: OpenBLAS and the
     explicit im2col, same answers."""
