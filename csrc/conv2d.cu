@@ -831,24 +831,24 @@ constexpr bool small_m(int M) { return M <= 16; }
 // Tile shape of variants 8 and 9: 128x128, or 32x256 when M <= 32.
 constexpr bool pipelined_small_m(std::int64_t M) { return M <= 32; }
 
+// One BM x BN tile shape of variants 8 and 9.
+template <class P, int BM, int BN, bool TF32>
+void launch_pipelined_tiles(const P& prob, float* ws, int splits, int kchunk, cudaStream_t st) {
+  auto kern = gemm_pipelined<P, BM, BN, TF32>;
+#if !defined(PYGAN_EMULATION)
+  if (TF32) check_tf32_kernel(kern, kMmaTf32Variant);
+#endif
+  const dim3 grid(ceil_div(prob.N, BN), ceil_div(prob.M, BM), splits);
+  PYGAN_LAUNCH(kern, grid, 256, 0, st, prob, ws, kchunk);
+}
+
 // Variants 8 (TF32 = false) and 9 (TF32 = true).
 template <class P, bool TF32>
 void launch_pipelined(const P& prob, float* ws, int splits, int kchunk, cudaStream_t st) {
-  if (pipelined_small_m(prob.M)) {
-    auto kern = gemm_pipelined<P, 32, 256, TF32>;
-#if !defined(PYGAN_EMULATION)
-    if (TF32) check_tf32_kernel(kern, kMmaTf32Variant);
-#endif
-    const dim3 grid(ceil_div(prob.N, 256), ceil_div(prob.M, 32), splits);
-    PYGAN_LAUNCH(kern, grid, 256, 0, st, prob, ws, kchunk);
-  } else {
-    auto kern = gemm_pipelined<P, 128, 128, TF32>;
-#if !defined(PYGAN_EMULATION)
-    if (TF32) check_tf32_kernel(kern, kMmaTf32Variant);
-#endif
-    const dim3 grid(ceil_div(prob.N, 128), ceil_div(prob.M, 128), splits);
-    PYGAN_LAUNCH(kern, grid, 256, 0, st, prob, ws, kchunk);
-  }
+  if (pipelined_small_m(prob.M))
+    launch_pipelined_tiles<P, 32, 256, TF32>(prob, ws, splits, kchunk, st);
+  else
+    launch_pipelined_tiles<P, 128, 128, TF32>(prob, ws, splits, kchunk, st);
 }
 
 template <class P, bool VEC>

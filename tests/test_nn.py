@@ -199,6 +199,19 @@ class _CountingBackend:
         return getattr(self.inner, name)
 
 
+def _inner_backend(which):
+    """The backend a counting test wraps: the CPU one, or host emulation with poisoned outputs."""
+    from pygan import ops
+
+    if which == "emulated":
+        from pygan.ops import emulated
+
+        if not emulated.available():
+            pytest.skip("pygan._emu (host emulation) not built")
+        return emulated.backend(poison=True)
+    return ops.cpu_backend()
+
+
 @pytest.mark.parametrize("which", ["cpu", "emulated"])
 @pytest.mark.parametrize(
     "cin, cout, k, stride, padding, output_padding, hw, bias",
@@ -215,14 +228,7 @@ def test_conv_transpose_skips_the_input_gradient_nobody_reads(monkeypatch, rng, 
     gradients are those of the full backward (computed with the input requiring grad)."""
     from pygan import ops
 
-    if which == "emulated":
-        from pygan.ops import emulated
-
-        if not emulated.available():
-            pytest.skip("pygan._emu (host emulation) not built")
-        inner = emulated.backend(poison=True)
-    else:
-        inner = ops.cpu_backend()
+    inner = _inner_backend(which)
     layer = nn.ConvTranspose2d(cin, cout, k, stride, padding, output_padding, bias=bias)
     x_data = rng.standard_normal((2, cin, hw, hw)).astype(np.float32)
     results = []
@@ -255,14 +261,7 @@ def test_frozen_conv_computes_only_the_input_gradient(monkeypatch, rng, which, t
     backward; its input gradient is the full backward's, and the weight keeps no gradient."""
     from pygan import ops
 
-    if which == "emulated":
-        from pygan.ops import emulated
-
-        if not emulated.available():
-            pytest.skip("pygan._emu (host emulation) not built")
-        inner = emulated.backend(poison=True)
-    else:
-        inner = ops.cpu_backend()
+    inner = _inner_backend(which)
     layer = (nn.ConvTranspose2d(3, 2, 4, 2, 1, bias=bias) if transpose else nn.Conv2d(3, 2, 4, 2, 1, bias=bias))
     x_data = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
     full = {"conv_transpose2d_backward"} if transpose else {"conv2d_backward"}
