@@ -97,7 +97,6 @@ def instrument(prof):
     gemm = cpu._gemm
     if gemm.implicit:  # pygan's GEMM: its conv entry points pack the patches themselves
         cpu._gemm = prof.wrap("GEMM", gemm)
-        cpu._gemm.implicit = True
         cpu._gemm.conv_forward = prof.wrap("conv GEMM, implicit im2col", gemm.conv_forward)
         cpu._gemm.conv_weight_grad = prof.wrap("conv GEMM, implicit im2col", gemm.conv_weight_grad)
         cpu._gemm.conv_backward_data = prof.wrap("conv input grad, no col2im", gemm.conv_backward_data)

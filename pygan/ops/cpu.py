@@ -228,7 +228,7 @@ def _im2col_padded(xp, kh, kw, stride, oh, ow):
 
 def _implicit():
     """Whether the GEMM gathers the patches itself (pygan._cpu), so no im2col is written."""
-    return getattr(_gemm, "implicit", False)
+    return _native_layout() is not None
 
 
 def _conv_matrix(xp, w, stride, oh, ow):
